@@ -1,0 +1,35 @@
+# Two entry points: `make demo` and `make test`. Both create .venv on a fresh machine.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+DEMO    ?= runs/demo
+
+.PHONY: demo test test-fast data clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	# torch is pinned and installed first so nothing resolves a CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# Debian's Fashion-MNIST (IDX files) is the embedded ResiliNet dataset; best effort when not root.
+data:
+	@if ! dpkg -s dataset-fashion-mnist >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "note: could not install dataset-fashion-mnist; ResiliNet falls back to scikit-learn digits"; \
+	  else echo "note: not root; install dataset-fashion-mnist for the default ResiliNet data"; fi; fi
+
+demo: $(STAMP) data
+	$(BIN)/binding train --preset cpu --out $(DEMO)/binding-text-only --seed 0
+	$(BIN)/binding evaluate --run $(DEMO)/binding-text-only --out $(DEMO)/binding-text-only/evaluation.json
+	@echo "demo written to $(DEMO)"
+
+test: $(STAMP) data
+	$(BIN)/pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/pytest -q -m "not slow"
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
