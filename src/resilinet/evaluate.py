@@ -1,0 +1,184 @@
+"""Evaluation under failures (spec section 5).
+
+Exact expected accuracy: for every alive/dead pattern of the n failure-prone nodes, the accuracy
+of the test split under that pattern; weighted by P(pattern) = prod r_i^alive (1 - r_i)^dead.
+A pattern with no surviving IoT->cloud path gets the guess accuracy sum_c p_c^2 (the cloud
+guesses from the training label prior).
+
+Cost: instead of 2^n full forward passes, each node's output is computed once per distinct
+*input signature*: the set of producers that actually reach it (sum: every alive producer; mux:
+the first alive one), recursively. A node's output therefore depends only on the alive states of
+nodes upstream of it, and e.g. the edge runs once, not 2^n times; the cloud runs only for
+connected patterns with distinct inputs. The memoised outputs are bit-identical to
+`model(x, alive)` for the same pattern (same ops on the same tensors).
+
+Monte-Carlo (option): draw an alive pattern per test sample, run the model with per-sample masks,
+and let disconnected samples guess a class drawn from the prior; converges to the exact value.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from .hyperconnections import alive_from_pattern
+from .models import INPUT, LOGITS, PartitionedModel
+from .topology import Topology, pattern_probability
+
+Signature = tuple  # (node, ((producer, producer signature), ...))
+
+
+@dataclass
+class PatternResult:
+    alive: tuple[int, ...]   # 1 = alive, per failure-prone node in spec order
+    accuracy: float
+    connected: bool
+
+    def to_dict(self) -> dict:
+        return {"alive": list(self.alive), "accuracy": self.accuracy, "connected": self.connected}
+
+
+def signature(model: PartitionedModel, node: str, alive: dict[str, float]) -> Signature:
+    """What determines `node`'s output under `alive`: which producers' outputs reach it, and
+    (recursively) what determined theirs. Hyperconnection weights are fixed, so equal signatures
+    mean equal outputs."""
+    pn = model.nodes[node]
+    if node == model.topology.iot:
+        return (node, ((INPUT, ()),))
+    ups = [p for p in pn.producers if alive[p] == 1.0]
+    if pn.rule == "mux":
+        ups = ups[:1]  # the first alive producer in priority order (chain, then skip)
+    return (node, tuple((p, signature(model, p, alive)) for p in ups))
+
+
+class _NodeCache:
+    """Per-batch memo {signature: what the node sent}; counts body evaluations per node."""
+
+    def __init__(self, model: PartitionedModel, x: torch.Tensor, counts: dict[str, int]):
+        self.model, self.x, self.counts = model, x, counts
+        self.memo: dict[Signature, dict[str, torch.Tensor]] = {}
+
+    def sent(self, sig: Signature) -> dict[str, torch.Tensor]:
+        if sig in self.memo:
+            return self.memo[sig]
+        node, ups = sig
+        pn = self.model.nodes[node]
+        if node == self.model.topology.iot:
+            inputs, alive = {INPUT: self.x}, {INPUT: 1.0}
+        else:
+            used = {p for p, _ in ups}
+            inputs = {p: self.sent(s)[node] for p, s in ups}
+            # Producers not in `used` are dead (or, for the mux, not selected): alive 0 drops them.
+            alive = {p: (1.0 if p in used else 0.0) for p in pn.producers}
+        out = pn(inputs, alive, batch_size=self.x.shape[0])
+        self.counts[node] = self.counts.get(node, 0) + 1
+        self.memo[sig] = out
+        return out
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size], y[i:i + batch_size]
+
+
+@torch.no_grad()
+def exact_pattern_accuracies(model: PartitionedModel, x: torch.Tensor, y: torch.Tensor, guess_accuracy: float,
+                             batch_size: int = 1024, counts: dict[str, int] | None = None) -> list[PatternResult]:
+    """Accuracy on (x [N, ...], y [N]) under each of the 2^n patterns, with memoised node outputs.
+    `counts` (optional) receives the number of body evaluations per node, summed over batches."""
+    model.eval()
+    topo = model.topology
+    patterns = list(topo.patterns())
+    connected = [topo.connected(a) for a in patterns]
+    sigs = [signature(model, topo.cloud, alive_from_pattern(topo, a)) if c else None
+            for a, c in zip(patterns, connected)]
+    correct = [0] * len(patterns)
+    counts = {} if counts is None else counts
+    for xb, yb in _batches(x, y, batch_size):
+        cache = _NodeCache(model, xb, counts)
+        hits: dict[Signature, int] = {}
+        for i, sig in enumerate(sigs):
+            if sig is None:
+                continue
+            if sig not in hits:
+                logits = cache.sent(sig)[LOGITS]  # [B, n_classes]
+                hits[sig] = int((logits.argmax(1) == yb).sum())
+            correct[i] += hits[sig]
+    n = len(y)
+    return [PatternResult(a, (correct[i] / n) if connected[i] else guess_accuracy, connected[i])
+            for i, a in enumerate(patterns)]
+
+
+@torch.no_grad()
+def naive_pattern_accuracies(model: PartitionedModel, x: torch.Tensor, y: torch.Tensor, guess_accuracy: float,
+                             batch_size: int = 1024) -> list[PatternResult]:
+    """The brute force the exact evaluator replaces: one full forward pass per pattern."""
+    model.eval()
+    topo = model.topology
+    out = []
+    for a in topo.patterns():
+        alive = alive_from_pattern(topo, a)
+        correct = sum(int((model(xb, alive).argmax(1) == yb).sum()) for xb, yb in _batches(x, y, batch_size))
+        conn = topo.connected(a)
+        out.append(PatternResult(a, correct / len(y) if conn else guess_accuracy, conn))
+    return out
+
+
+@torch.no_grad()
+def clean_accuracy(model: PartitionedModel, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    """Accuracy with every node alive (model selection uses this on the validation split)."""
+    model.eval()
+    correct = sum(int((model(xb).argmax(1) == yb).sum()) for xb, yb in _batches(x, y, batch_size))
+    return correct / max(1, len(y))
+
+
+def expected_accuracy(results: Sequence[PatternResult], reliability: Sequence[float]) -> float:
+    return math.fsum(pattern_probability(r.alive, reliability) * r.accuracy for r in results)
+
+
+def p_no_path_of(results: Sequence[PatternResult], reliability: Sequence[float]) -> float:
+    return math.fsum(pattern_probability(r.alive, reliability) for r in results if not r.connected)
+
+
+def brackets(p_no_path: float, guess: float, clean: float) -> dict[str, float]:
+    """Analytic brackets for the expected accuracy given P(no path):
+    floor   = P(no path) * guess                 (every connected pattern wrong)
+    ceiling = (1 - P(no path)) + P(no path) * guess  (every connected pattern right)
+    clean_ceiling = (1 - P(no path)) * clean + P(no path) * guess: failures cost nothing while a
+    path survives; vanilla meets it exactly, the skip methods approach it."""
+    return {"floor": p_no_path * guess, "ceiling": (1 - p_no_path) + p_no_path * guess,
+            "clean_ceiling": (1 - p_no_path) * clean + p_no_path * guess}
+
+
+@torch.no_grad()
+def monte_carlo_accuracy(model: PartitionedModel, x: torch.Tensor, y: torch.Tensor, prior: torch.Tensor,
+                         reliability: Sequence[float], draws: int = 10, seed: int = 0,
+                         batch_size: int = 1024) -> float:
+    """Mean accuracy over `draws` passes, each sample with its own random alive pattern
+    (node i alive w.p. r_i). Disconnected samples guess a class drawn from `prior`."""
+    model.eval()
+    topo = model.topology
+    gen = torch.Generator().manual_seed(seed)
+    n_nodes = len(topo.failure_prone)
+    # connected[code] for the pattern whose bit k (MSB first) is node k's alive flag
+    table = torch.tensor([topo.connected(a) for a in topo.patterns()][::-1], dtype=torch.bool)
+    r = torch.tensor(reliability, dtype=torch.float32)
+    correct, total = 0, 0
+    for _ in range(draws):
+        for xb, yb in _batches(x, y, batch_size):
+            alive = (torch.rand(len(xb), n_nodes, generator=gen) < r).float()  # [B, n]
+            masks = {node: alive[:, k] for k, node in enumerate(topo.failure_prone)}
+            pred = model(xb, masks).argmax(1)
+            code = (alive.long() * (2 ** torch.arange(n_nodes - 1, -1, -1))).sum(1)
+            conn = table[code]
+            guess = torch.multinomial(prior, len(xb), replacement=True, generator=gen)
+            pred = torch.where(conn, pred, guess)
+            correct += int((pred == yb).sum())
+            total += len(yb)
+    return correct / total
+
+
+def settings_for(topology: Topology) -> dict[str, tuple[float, ...]]:
+    return topology.settings()

@@ -1,0 +1,176 @@
+"""A partitioned DNN: one `PhysicalNode` module per physical node (spec sections 1-2).
+
+Each node is separately callable, so a distributed runtime can host one per process:
+
+    sent = node(inputs, alive)
+    # inputs: {producer name: tensor the producer sent to this node, or None if nothing arrived}
+    # alive:  {producer name: 1.0 / 0.0 (or [B] per sample)}; a dead producer's input counts as 0
+    # sent:   {consumer name: tensor} -- what this node sends on each outgoing link; skip
+    #         projections are computed here, on the SENDING node. The cloud returns {"logits": ...}.
+
+`PartitionedModel.forward(x, alive)` runs the whole chain in one process with an alive mask:
+that is the simulation the paper uses, and what training and evaluation call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Mapping
+
+import torch
+from torch import nn
+
+from lab.errors import UserError
+
+from .backbones import (MLP_PARTITIONS, conv_projection, keras_init, linear_projection, mlp_bodies,
+                        mobilenet_bodies, resnet18_bodies, set_batchnorm)
+from .hyperconnections import METHODS, Alive, combine, hyperconnection_weights
+from .topology import CNN, HEALTH, Link, Topology, parse_skips
+
+INPUT = "input"    # the IoT's only producer: the sensor reading
+LOGITS = "logits"  # the cloud's only output
+
+
+@dataclass
+class ModelConfig:
+    arch: Literal["mlp", "mobilenet", "resnet18"] = field(
+        default="mlp", metadata={"help": "mlp: Health chain (flattened input); mobilenet; resnet18"})
+    method: Literal["vanilla", "deepfogguard", "resilinet", "resilinet+"] = field(
+        default="resilinet", metadata={"help": "how nodes combine their inputs (spec section 2)"})
+    skips: str = field(default="all", metadata={
+        "help": "skip hyperconnections: all, none, or e.g. 'iot-f2,f2-cloud' (ignored by vanilla)"})
+    partition: int = field(default=1, metadata={"help": "MLP layer split: 1 = 1,2,3,4; 2 = 2,3,2,3"})
+    hidden_units: int = field(default=250, metadata={"help": "MLP hidden width"})
+    width: float = field(default=0.75, metadata={"help": "MobileNet alpha / ResNet channel multiplier"})
+    small_input: bool = field(default=True, metadata={
+        "help": "CIFAR strides for MobileNet (no downsampling in first conv and block 2)"})
+    weight_scheme: int = field(default=1, metadata={
+        "help": "hyperconnection weights: 1 ones, 2 normalised reliability, 3 reliability, 4 uniform"})
+    weight_setting: str = field(default="normal", metadata={
+        "help": "reliability setting that weight schemes 2 and 3 read"})
+    keras_init: bool = field(default=False, metadata={"help": "glorot-uniform (he-normal ResNet) init"})
+    bn_momentum: float = field(default=0.1, metadata={"help": "PyTorch convention; Keras 0.99 = 0.01"})
+    bn_eps: float = field(default=1e-5, metadata={"help": "Keras uses 1e-3"})
+
+
+class PhysicalNode(nn.Module):
+    """One physical node: combine producers' inputs by the method's rule, run the node's layers,
+    send the activation to each consumer (through a skip projection where one is needed)."""
+
+    def __init__(self, name: str, producers: tuple[str, ...], weights: dict[str, float], rule: str,
+                 body: nn.Module, consumers: tuple[str, ...], projections: dict[str, nn.Module]):
+        super().__init__()
+        self.name, self.producers, self.consumers, self.rule = name, producers, consumers, rule
+        self.weights = weights  # {producer: fixed scalar hyperconnection weight}
+        self.body = body
+        self.projections = nn.ModuleDict(projections)  # {skip consumer: projection}
+        self.in_shape: tuple[int, ...] = ()  # per-example shape of the combined input (set by build_model)
+
+    def combine_inputs(self, inputs: Mapping[str, torch.Tensor | None], alive: Mapping[str, Alive]) -> torch.Tensor | None:
+        links = [(inputs.get(p), alive.get(p, 1.0), self.weights[p]) for p in self.producers]
+        return combine(self.rule, links)
+
+    def forward(self, inputs: Mapping[str, torch.Tensor | None], alive: Mapping[str, Alive],
+                batch_size: int | None = None) -> dict[str, torch.Tensor]:
+        x = self.combine_inputs(inputs, alive)
+        if x is None:  # nothing arrived: the node computes on zeros (as the Keras original does)
+            x = self.zero_input(inputs, batch_size)
+        h = self.body(x)
+        return self.send(h)
+
+    def zero_input(self, inputs: Mapping[str, torch.Tensor | None], batch_size: int | None) -> torch.Tensor:
+        ref = next((t for t in inputs.values() if t is not None), None)
+        if ref is not None:
+            return ref.new_zeros((ref.shape[0], *self.in_shape))
+        if batch_size is None:
+            raise ValueError(f"node {self.name}: nothing arrived; pass batch_size for the zero input")
+        p = next(self.parameters(), None)
+        return torch.zeros((batch_size, *self.in_shape), device=p.device if p is not None else None)
+
+    def send(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
+        if not self.consumers:
+            return {LOGITS: h}
+        return {c: (self.projections[c](h) if c in self.projections else h) for c in self.consumers}
+
+
+class PartitionedModel(nn.Module):
+    def __init__(self, topology: Topology, nodes: dict[str, PhysicalNode], input_shape: tuple[int, ...]):
+        super().__init__()
+        self.topology = topology
+        self.nodes = nn.ModuleDict(nodes)
+        self.input_shape = input_shape
+
+    def forward(self, x: torch.Tensor, alive: Mapping[str, Alive] | None = None) -> torch.Tensor:
+        """x [B, *input_shape] -> logits [B, n_classes]; alive {failure-prone node: 0/1 or [B]}
+        (missing nodes are alive)."""
+        alive = dict(alive or {})
+        sent: dict[str, dict[str, torch.Tensor]] = {INPUT: {self.topology.iot: x}}
+        for name in self.topology.chain:
+            node = self.nodes[name]
+            sent[name] = node({p: sent[p][name] for p in node.producers}, alive)
+        return sent[self.topology.cloud][LOGITS]
+
+
+def topology_for(arch: str) -> Topology:
+    return HEALTH if arch == "mlp" else CNN
+
+
+def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, seed: int = 0) -> PartitionedModel:
+    """Build the partitioned model for `input_shape` (per example: (F,) for the MLP, (C, H, W) for
+    CNNs). Skip projections get their shapes from a dry run of the chain."""
+    if cfg.method not in METHODS:
+        raise UserError(f"model.method: {cfg.method!r} is not one of {list(METHODS)}")
+    method = METHODS[cfg.method]
+    base = topology_for(cfg.arch)
+    topology = base.with_skips(parse_skips(base, cfg.skips) if method.skips else ())
+    if cfg.weight_scheme not in (1, 2, 3, 4):
+        raise UserError(f"model.weight_scheme must be 1, 2, 3 or 4, got {cfg.weight_scheme}")
+    weights = hyperconnection_weights(topology, cfg.weight_scheme, topology.reliabilities(cfg.weight_setting), seed)
+
+    if cfg.arch == "mlp":
+        if len(input_shape) != 1:
+            raise UserError(f"the MLP chain needs flat features, got input shape {input_shape}")
+        if cfg.partition not in MLP_PARTITIONS:
+            raise UserError(f"model.partition must be 1 or 2, got {cfg.partition}")
+        bodies = mlp_bodies(input_shape[0], n_classes, cfg.hidden_units, cfg.partition)
+    else:
+        if len(input_shape) != 3:
+            raise UserError(f"{cfg.arch} needs image input [C, H, W], got input shape {input_shape}")
+        if cfg.partition != 1:
+            raise UserError("model.partition=2 is defined by the spec for the Health MLP only; "
+                            "the CNNs have one partition (spec section 1)")
+        bodies = (mobilenet_bodies(input_shape[0], n_classes, cfg.width, cfg.small_input)
+                  if cfg.arch == "mobilenet" else resnet18_bodies(input_shape[0], n_classes, cfg.width))
+
+    # Dry run of the chain (eval mode, batch of 2) to learn every node's output shape.
+    out_shape: dict[str, tuple[int, ...]] = {}
+    with torch.no_grad():
+        h = torch.zeros(2, *input_shape)
+        for name in topology.chain:
+            b = bodies[name].eval()
+            h = b(h)
+            out_shape[name] = tuple(h.shape[1:])
+    in_shape = {topology.iot: tuple(input_shape)}
+    in_shape.update({c: out_shape[p] for p, c in topology.chain_links})
+
+    nodes = {}
+    for name in topology.chain:
+        projections = {}
+        for c in topology.consumers(name):
+            if topology.is_skip(name, c):
+                src, dst = out_shape[name], in_shape[c]
+                projections[c] = (linear_projection(src[0], dst[0]) if len(src) == 1
+                                  else conv_projection(src, dst))
+        producers = (INPUT,) if name == topology.iot else topology.producers(name)
+        w = {INPUT: 1.0} if name == topology.iot else {p: weights[(p, name)] for p in producers}
+        nodes[name] = PhysicalNode(name, producers, w, method.rule, bodies[name],
+                                   topology.consumers(name), projections)
+        nodes[name].in_shape = in_shape[name]
+    model = PartitionedModel(topology, nodes, tuple(input_shape))
+    if cfg.keras_init:
+        keras_init(model, he=cfg.arch == "resnet18")
+    set_batchnorm(model, cfg.bn_momentum, cfg.bn_eps)
+    return model
+
+
+def link_weights(model: PartitionedModel) -> dict[Link, float]:
+    return {(p, n): w for n, node in model.nodes.items() for p, w in node.weights.items() if p != INPUT}
