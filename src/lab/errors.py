@@ -19,6 +19,9 @@ def run_cli(main: Callable[[list[str] | None], int | None], argv: list[str] | No
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and closed early: not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("interrupted: the run directory keeps its last checkpoint; run the same command to resume",
               file=sys.stderr)

@@ -1,0 +1,138 @@
+"""`binding`: the binding study's command line.
+
+    binding sample   --preset cpu --n 4 --count 3          print examples in words
+    binding train    --preset cpu --out runs/t0 --seed 0   train (resumes if interrupted)
+    binding evaluate --run runs/t0 --out eval.json         per-N accuracy on fresh samples
+    binding config   --preset cpu                          list every field and its value
+
+Any config field can be overridden after the flags: `binding train --preset cpu --out runs/x
+model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lab import config as cfglib
+from lab.errors import UserError, run_cli
+from lab.io import atomic_write_json
+
+from .config import PRESETS, BindingConfig, preset
+
+OVERRIDE_HELP = "config overrides as section.field=value (see `binding config`)"
+
+
+def _config(args: argparse.Namespace) -> BindingConfig:
+    return cfglib.apply_overrides(preset(args.preset), args.overrides).validate()
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    cfg = _config(args)
+    for key, value, doc in cfglib.describe(cfg):
+        print(f"{key:32} {value:14} {doc}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .task import Vocab, describe, sample_batch
+
+    cfg = _config(args)
+    n_range = (args.n, args.n) if args.n else cfg.task.train_n
+    if args.n and args.n > min(cfg.task.n_colors, cfg.task.n_shapes, cfg.task.n_items):
+        raise UserError(f"--n {args.n} is larger than the vocabularies allow for this preset")
+    batch = sample_batch(cfg.task, args.count, np.random.default_rng(args.seed), n_range)
+    vocab = Vocab.of(cfg.task)
+    for i in range(len(batch)):
+        if args.tokens:
+            print(" ".join(vocab.word(t) for t in batch.tokens[i].tolist() if t != 0))
+        print(describe(batch, i, vocab))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .evaluate import format_table
+    from .train import train
+
+    cfg = _config(args)
+    results = train(cfg, args.out, args.seed, quiet=args.quiet)
+    print(format_table(results))
+    print(f"steps {results['steps']}  threshold reached at {results['threshold_step']}  "
+          f"train time {results['train_seconds']} s  -> {Path(args.out) / 'results.json'}")
+    if results["mistakes"]:
+        print("first mistakes:\n" + "\n".join(results["mistakes"][:3]))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate, format_table, token_predictor
+    from .train import load_trained
+
+    model, cfg, seed = load_trained(args.run)
+    task = cfglib.apply_overrides(cfg, args.overrides).task.validate() if args.overrides else cfg.task
+    if 4 * task.max_n + 4 > cfg.model.max_len:
+        raise UserError(f"N={task.max_n} needs more positions than this model's max_len={cfg.model.max_len}")
+    samples = args.samples or cfg.train.final_samples_per_n
+    results = evaluate(token_predictor(model), task, samples, args.seed if args.seed is not None else seed)
+    print(format_table(results))
+    print("first mistakes:\n" + "\n".join(results["mistakes"][:args.mistakes]))
+    if args.out:
+        atomic_write_json(args.out, {**results, "run": str(args.run)})
+        print(f"-> {args.out}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="binding", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_preset(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                        help="named config: smoke (seconds), cpu (minutes on 2 cores), paper (GPU)")
+        sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
+
+    sp = sub.add_parser("config", help="list every config field of a preset")
+    with_preset(sp)
+    sp.set_defaults(func=cmd_config)
+
+    sp = sub.add_parser("sample", help="print examples of the task in words")
+    with_preset(sp)
+    sp.add_argument("--n", type=int, default=0, help="objects per example (default: the training range)")
+    sp.add_argument("--count", type=int, default=3, help="how many examples")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--tokens", action="store_true", help="also print the raw token sequence")
+    sp.set_defaults(func=cmd_sample)
+
+    sp = sub.add_parser("train", help="train a model (resumes an interrupted run in --out)")
+    with_preset(sp)
+    sp.add_argument("--out", required=True, help="run directory")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--quiet", action="store_true", help="no progress bar")
+    sp.set_defaults(func=cmd_train)
+
+    sp = sub.add_parser("evaluate", help="accuracy per N on fresh samples for a trained run")
+    sp.add_argument("--run", required=True, help="run directory written by `binding train`")
+    sp.add_argument("--out", help="write results JSON here")
+    sp.add_argument("--samples", type=int, default=0, help="samples per N (default: the run's final_samples_per_n)")
+    sp.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
+    sp.add_argument("--mistakes", type=int, default=3, help="mistakes to print")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="task overrides for evaluation, e.g. task.ood_n=9,16")
+    sp.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def _main(argv: list[str] | None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "count", 1) < 1 or getattr(args, "samples", 0) < 0:
+        raise UserError("--count and --samples must be positive")
+    args.func(args)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run_cli(_main, argv))
+
+
+if __name__ == "__main__":
+    main()

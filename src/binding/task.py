@@ -1,0 +1,275 @@
+"""Task: indirect (two-hop) retrieval, spec §1.
+
+Three closed vocabularies: colours (attributes), shapes (entities) and items. An example with N
+objects (colour c_i, shape s_i; all symbols distinct within the example) reads
+
+    <bos> c_1 s_1 ... c_N s_N [CTX_END] s_p(1) t_p(1) ... s_p(N) t_p(N) [QUE] c_q   -> t_q
+
+The context lists the N (colour, shape) objects; the associations bind each shape to an item, in
+an order p that is an independent random permutation (or the context order when
+`shuffle_associations=False`); the query is a colour, and the answer is the item bound to the
+shape of the object with that colour: two hops, colour -> shape -> item.
+
+Worked example (N = 3; rendered with `describe(batch, 0)`)::
+
+    <bos> rgb012 shape041 rgb530 shape007 rgb201 shape120 [CTX_END]
+          shape007 pear shape120 key shape041 lamp [QUE] rgb530   -> pear
+
+    rgb530 is the colour of object 2, whose shape is shape007; shape007 is bound to pear.
+
+Token layout (positions are 0-based; the sequence has 4N + 4 tokens):
+    0            <bos>
+    1 + 2i       colour of object i          (i = 0..N-1; "ordinal slot" i)
+    2 + 2i       shape of object i
+    1 + 2N       [CTX_END]
+    2 + 2N + 2j  shape of association j
+    3 + 2N + 2j  item of association j
+    2 + 4N       [QUE]
+    3 + 4N       query colour; the model predicts the answer item here
+Batches mix N and are right-padded with <pad>; causal attention means padding never reaches the
+query position.
+
+Train and evaluation examples are disjoint by construction: a hash of the token sequence puts a
+fixed `heldout_fraction` of the example space aside for evaluation, and training never samples it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from lab.errors import UserError
+
+SPECIALS = ("<pad>", "<bos>", "[CTX_END]", "[QUE]", "<noise>")
+PAD, BOS, CTX_END, QUE, NOISE = range(len(SPECIALS))
+
+ITEM_NAMES = (
+    "apple", "key", "lamp", "pear", "coin", "book", "drum", "fork", "hat", "kite", "map", "nail",
+    "oar", "pen", "ring", "sock", "tent", "urn", "vase", "whip", "yarn", "zip", "bell", "cup",
+    "dice", "egg", "fan", "gem", "horn", "ink", "jar", "leaf",
+)
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    n_colors: int = field(default=216, metadata={"help": "colour vocabulary size (216 = 6x6x6 RGB grid)"})
+    n_shapes: int = field(default=216, metadata={"help": "shape vocabulary size"})
+    n_items: int = field(default=32, metadata={"help": "item vocabulary size (caps N)"})
+    train_n: tuple[int, int] = field(default=(2, 8), metadata={"help": "training N range, inclusive"})
+    id_n: tuple[int, int] = field(default=(2, 8), metadata={"help": "in-distribution evaluation N range"})
+    ood_n: tuple[int, int] = field(default=(9, 32), metadata={"help": "out-of-distribution evaluation N range"})
+    shuffle_associations: bool = field(default=True, metadata={"help": "associations in random order"})
+    heldout_fraction: float = field(default=0.1, metadata={"help": "share of example space kept for evaluation only"})
+
+    def validate(self) -> "TaskConfig":
+        for name in ("n_colors", "n_shapes", "n_items"):
+            if getattr(self, name) < 1:
+                raise UserError(f"task.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_n", "id_n", "ood_n"):
+            lo, hi = getattr(self, name)
+            if lo < 1 or hi < lo:
+                raise UserError(f"task.{name}={lo},{hi} is an empty range (need 1 <= lo <= hi)")
+            cap = min(self.n_colors, self.n_shapes, self.n_items)
+            if hi > cap:
+                raise UserError(
+                    f"task.{name}={lo},{hi}: N={hi} objects need {hi} distinct colours, shapes and items, "
+                    f"but the vocabularies are {self.n_colors} colours x {self.n_shapes} shapes x "
+                    f"{self.n_items} items (max N = {cap})")
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise UserError(f"task.heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+        return self
+
+    @property
+    def max_n(self) -> int:
+        return max(self.train_n[1], self.id_n[1], self.ood_n[1])
+
+
+@dataclass(frozen=True)
+class Vocab:
+    """Token ids: specials, then colours, shapes, items."""
+    n_colors: int
+    n_shapes: int
+    n_items: int
+
+    @classmethod
+    def of(cls, cfg: TaskConfig) -> "Vocab":
+        return cls(cfg.n_colors, cfg.n_shapes, cfg.n_items)
+
+    @property
+    def color0(self) -> int:
+        return len(SPECIALS)
+
+    @property
+    def shape0(self) -> int:
+        return self.color0 + self.n_colors
+
+    @property
+    def item0(self) -> int:
+        return self.shape0 + self.n_shapes
+
+    @property
+    def size(self) -> int:
+        return self.item0 + self.n_items
+
+    def word(self, token: int) -> str:
+        token = int(token)
+        if token < self.color0:
+            return SPECIALS[token]
+        if token < self.shape0:
+            k = token - self.color0  # index into the 6x6x6 grid, r-major
+            return f"rgb{k // 36 % 6}{k // 6 % 6}{k % 6}" + (f"+{k // 216}" if k >= 216 else "")
+        if token < self.item0:
+            return f"shape{token - self.shape0:03d}"
+        k = token - self.item0
+        return ITEM_NAMES[k] if k < len(ITEM_NAMES) else f"item{k:02d}"
+
+
+@dataclass
+class Batch:
+    """A batch of examples; symbol indices are per vocabulary (0-based), -1 past an example's N."""
+    tokens: torch.Tensor       # [B, T] int64, right-padded with PAD
+    n: torch.Tensor            # [B] number of objects
+    colors: torch.Tensor       # [B, Nmax] colour index of object i (context order)
+    shapes: torch.Tensor       # [B, Nmax] shape index of object i
+    items: torch.Tensor        # [B, Nmax] item bound to object i's shape
+    assoc_order: torch.Tensor  # [B, Nmax] p: association j is about object assoc_order[j]
+    query_slot: torch.Tensor   # [B] ordinal slot (object index) of the queried colour
+    query_pos: torch.Tensor    # [B] position of the query colour (the last real token)
+    answer: torch.Tensor       # [B] token id of the answer item
+    hop_target: torch.Tensor   # [B] token id of the queried object's shape (the first hop)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, idx: torch.Tensor | np.ndarray) -> "Batch":
+        idx = torch.as_tensor(idx)
+        return Batch(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
+
+
+def seq_len(n: int) -> int:
+    return 4 * n + 4
+
+
+def _distinct(rng: np.random.Generator, b: int, vocab: int, k: int) -> np.ndarray:
+    """[b, k] samples without replacement from range(vocab), each row independent."""
+    if k * k <= vocab:  # few collisions expected (birthday bound): rejection beats a full argsort
+        out = rng.integers(0, vocab, size=(b, k))
+        for _ in range(64):
+            srt = np.sort(out, axis=1)
+            bad = (srt[:, 1:] == srt[:, :-1]).any(axis=1)
+            if not bad.any():
+                return out
+            out[bad] = rng.integers(0, vocab, size=(int(bad.sum()), k))
+    return np.argsort(rng.random((b, vocab)), axis=1)[:, :k]
+
+
+def _hash_rows(tokens: np.ndarray) -> np.ndarray:
+    """A 64-bit polynomial hash of each token row (pads included; rows are padded identically)."""
+    h = np.zeros(tokens.shape[0], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for col in tokens.T.astype(np.uint64):
+            h = h * np.uint64(1_000_003) + col + np.uint64(1)
+        h ^= h >> np.uint64(29)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(32)
+    return h
+
+
+def is_heldout(tokens: np.ndarray, fraction: float) -> np.ndarray:
+    """True for examples reserved for evaluation (a fixed slice of the example space)."""
+    return (_hash_rows(tokens) % np.uint64(1 << 20)).astype(np.float64) < fraction * (1 << 20)
+
+
+def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray) -> dict[str, np.ndarray]:
+    b, nmax = len(n), int(n.max())
+    voc = Vocab.of(cfg)
+    slot = np.arange(nmax)[None, :]
+    real = slot < n[:, None]                                     # [B, Nmax]
+    colors = _distinct(rng, b, cfg.n_colors, nmax)
+    shapes = _distinct(rng, b, cfg.n_shapes, nmax)
+    items = _distinct(rng, b, cfg.n_items, nmax)
+    if cfg.shuffle_associations:
+        keys = np.where(real, rng.random((b, nmax)), np.inf)
+        order = np.argsort(keys, axis=1)                          # a permutation of the first n slots
+    else:
+        order = np.broadcast_to(slot, (b, nmax)).copy()
+    query_slot = (rng.random(b) * n).astype(np.int64)
+
+    rows = np.arange(b)[:, None]
+    tokens = np.full((b, seq_len(nmax)), PAD, dtype=np.int64)
+    tokens[:, 0] = BOS
+    ctx_c, ctx_s = 1 + 2 * slot, 2 + 2 * slot                      # [1, Nmax] positions
+    rr, cc = np.nonzero(real)
+    tokens[rr, ctx_c[0, cc]] = voc.color0 + colors[rr, cc]
+    tokens[rr, ctx_s[0, cc]] = voc.shape0 + shapes[rr, cc]
+    tokens[np.arange(b), 1 + 2 * n] = CTX_END
+    obj = order[rr, cc]                                            # association cc is about object obj
+    tokens[rr, 2 + 2 * n[rr] + 2 * cc] = voc.shape0 + shapes[rr, obj]
+    tokens[rr, 3 + 2 * n[rr] + 2 * cc] = voc.item0 + items[rr, obj]
+    tokens[np.arange(b), 2 + 4 * n] = QUE
+    query_pos = 3 + 4 * n
+    tokens[np.arange(b), query_pos] = voc.color0 + colors[np.arange(b), query_slot]
+
+    return dict(
+        tokens=tokens, n=n, colors=np.where(real, colors, -1), shapes=np.where(real, shapes, -1),
+        items=np.where(real, items, -1), assoc_order=np.where(real, order, -1),
+        query_slot=query_slot, query_pos=query_pos,
+        answer=voc.item0 + items[np.arange(b), query_slot],
+        hop_target=voc.shape0 + shapes[np.arange(b), query_slot],
+    )
+
+
+def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
+                 n_range: tuple[int, int] | None = None, split: str = "train") -> Batch:
+    """Sample `batch_size` examples with N ~ U{n_range} (default cfg.train_n).
+
+    split="train" never returns a held-out example; split="eval" returns only held-out ones.
+    """
+    lo, hi = n_range or cfg.train_n
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    parts: list[dict[str, np.ndarray]] = []
+    need = batch_size
+    while need > 0:
+        draw = need if split == "train" else max(64, int(need / cfg.heldout_fraction * 1.3))
+        n = rng.integers(lo, hi + 1, size=draw + (draw // 8 + 4 if split == "train" else 0))
+        ex = _build(cfg, rng, n)
+        keep = is_heldout(ex["tokens"], cfg.heldout_fraction)
+        keep = keep if split == "eval" else ~keep
+        idx = np.nonzero(keep)[0][:need]
+        parts.append({k: v[idx] for k, v in ex.items()})
+        need -= len(idx)
+    return _collate(parts)
+
+
+def _collate(parts: list[dict[str, np.ndarray]]) -> Batch:
+    nmax = max(int(p["n"].max()) for p in parts if len(p["n"])) if parts else 0
+    out: dict[str, list[np.ndarray]] = {}
+    for p in parts:
+        for k, v in p.items():
+            if k == "tokens":
+                v = np.pad(v, ((0, 0), (0, seq_len(nmax) - v.shape[1])), constant_values=PAD)
+            elif v.ndim == 2:
+                v = np.pad(v, ((0, 0), (0, nmax - v.shape[1])), constant_values=-1)
+            out.setdefault(k, []).append(v)
+    return Batch(**{k: torch.from_numpy(np.concatenate(v)) for k, v in out.items()})
+
+
+def describe(batch: Batch, i: int, vocab: Vocab, prediction: int | None = None) -> str:
+    """One example in words: the sequence, then the two hops of the answer (and a prediction)."""
+    n = int(batch.n[i])
+    toks = batch.tokens[i, : seq_len(n)].tolist()
+    w = vocab.word
+    q = int(batch.query_slot[i])
+    ctx = " ".join(f"[{w(toks[1 + 2 * k])} {w(toks[2 + 2 * k])}]" for k in range(n))
+    assoc = ", ".join(f"{w(toks[2 + 2 * n + 2 * j])}->{w(toks[3 + 2 * n + 2 * j])}" for j in range(n))
+    line = (f"N={n}  context: {ctx}\n      associations: {assoc}\n"
+            f"      query: {w(toks[-1])} -> answer {w(batch.answer[i])} "
+            f"(object {q + 1} is {w(toks[-1])} {w(batch.hop_target[i])}; "
+            f"{w(batch.hop_target[i])} is bound to {w(batch.answer[i])})")
+    if prediction is not None:
+        ok = int(prediction) == int(batch.answer[i])
+        line += f"\n      model says {w(prediction)}" + ("" if ok else "  <- wrong")
+    return line

@@ -1,0 +1,195 @@
+"""Training: AdamW with warmup + cosine decay, loss on the answer token only, periodic per-N ID
+evaluation, early stopping once ID accuracy holds at the threshold, and resumable run directories.
+
+Resuming is exact: the batch of step t depends only on (seed, t), model and optimizer states come
+back from the checkpoint, and metrics logged after the checkpoint are dropped and redone, so a
+run killed at any point (even `kill -9`) ends with the same metrics as one never interrupted.
+"""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lab import config as cfglib
+from lab.checkpoint import (checkpoint_exists, load_checkpoint, optimizer_from_tensors,
+                            optimizer_to_tensors, save_checkpoint)
+from lab.errors import UserError
+from lab.io import atomic_write_json, read_json
+from lab.rundir import MetricsLog, write_config
+from lab.seeding import seed_everything, step_rng
+
+from .config import BindingConfig
+from .evaluate import EVAL_STREAM_TRAINING, accuracy_by_n, evaluate, token_predictor
+from .model import Transformer
+from .task import Batch, Vocab, sample_batch
+
+CHECKPOINT = "checkpoint"
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is available")
+    return name
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warmup to cfg.lr, then cosine decay to cfg.lr * min_lr_ratio at max_steps."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_model(cfg: BindingConfig) -> Transformer:
+    return Transformer(cfg.model, Vocab.of(cfg.task).size)
+
+
+def losses(model: Transformer, batch: Batch, hop_weight: float, hop_layer: int, device: str
+           ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Answer-token cross-entropy (+ the optional intermediate-hop loss read after `hop_layer`)."""
+    tokens, qpos = batch.tokens.to(device), batch.query_pos.to(device)
+    rows = torch.arange(len(batch), device=device)
+    captured: dict[str, torch.Tensor] = {}
+    handle = None
+    if hop_weight > 0:
+        hook = model.blocks[hop_layer - 1].hook_resid_post
+        handle = hook.register_forward_hook(lambda m, i, out: captured.__setitem__("r", out))
+    try:
+        logits = model(tokens, positions=qpos)                                    # [B, V]
+    finally:
+        if handle is not None:
+            handle.remove()
+    answer_loss = F.cross_entropy(logits, batch.answer.to(device))
+    stats = {"loss": answer_loss.item(), "train_acc": (logits.argmax(-1).cpu() == batch.answer).float().mean().item()}
+    total = answer_loss
+    if hop_weight > 0:
+        hop_logits = model.readout(captured["r"][rows, qpos])                     # [B, V]
+        hop_loss = F.cross_entropy(hop_logits, batch.hop_target.to(device))
+        total = total + hop_weight * hop_loss
+        stats["hop_loss"] = hop_loss.item()
+    return total, stats
+
+
+def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
+    saved = read_json(run_dir / "config.json", "run config")
+    if saved.get("config") != cfglib.to_dict(cfg) or saved.get("seed") != seed:
+        raise UserError(f"{run_dir} already holds a run with a different config or seed; "
+                        f"use another --out, or the same settings to resume it")
+
+
+def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = False) -> dict:
+    """Train (or resume) a run in `run_dir`; returns the final results (also in results.json)."""
+    cfg = cfg.validate()
+    run_dir = Path(run_dir)
+    tc = cfg.train
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    if (run_dir / "results.json").exists():
+        _check_same_config(run_dir, cfg, seed)
+        if not quiet:
+            print(f"{run_dir} is already complete; results.json kept")
+        return read_json(run_dir / "results.json")
+
+    seed_everything(seed)
+    model = build_model(cfg).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+    log = MetricsLog(run_dir / "metrics.jsonl")
+    state = {"step": 0, "streak": 0, "threshold_step": None, "train_seconds": 0.0}
+    if checkpoint_exists(run_dir / CHECKPOINT):
+        _check_same_config(run_dir, cfg, seed)
+        tensors, meta = load_checkpoint(run_dir / CHECKPOINT)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        optimizer_from_tensors(opt, tensors, meta["optimizer"])
+        state = meta["state"]
+        log.truncate_after(state["step"])
+        if not quiet:
+            print(f"resuming {run_dir} from step {state['step']}")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_config(run_dir, cfglib.to_dict(cfg), seed,
+                     {"n_params": model.n_params(), "vocab_size": model.vocab_size, "device": device})
+        log.truncate_after(-1)
+
+    def checkpoint() -> None:
+        opt_tensors, opt_meta = optimizer_to_tensors(opt)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
+        save_checkpoint(run_dir / CHECKPOINT, tensors, {
+            "state": state, "optimizer": opt_meta, "seed": seed,
+            "model_config": cfglib.to_dict(cfg.model), "task_config": cfglib.to_dict(cfg.task),
+            "vocab_size": model.vocab_size})
+
+    id_ns = range(cfg.task.id_n[0], cfg.task.id_n[1] + 1)
+    crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))  # tests: a real SIGKILL mid-run
+    bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {run_dir.name}", disable=quiet,
+               unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter() - state["train_seconds"]
+    while state["step"] < tc.max_steps:
+        if state["threshold_step"] is not None and state["step"] >= state["threshold_step"] + tc.extra_steps:
+            break
+        step = state["step"]
+        model.train()
+        batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step))
+        hop_on = tc.hop_loss_weight > 0 and not (tc.hop_loss_off_at_threshold and state["threshold_step"] is not None)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, tc)
+        loss, stats = losses(model, batch, tc.hop_loss_weight if hop_on else 0.0, tc.hop_loss_layer, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        state["step"] = step = step + 1
+        bar.update(1)
+        if step % tc.eval_every == 0 or step == tc.max_steps:
+            model.eval()
+            acc, _ = accuracy_by_n(token_predictor(model, device), cfg.task, id_ns, tc.eval_samples_per_n,
+                                   seed, EVAL_STREAM_TRAINING)
+            id_acc = sum(acc.values()) / len(acc)
+            state["streak"] = state["streak"] + 1 if id_acc >= tc.stop_threshold else 0
+            if state["streak"] >= tc.stop_patience and state["threshold_step"] is None:
+                state["threshold_step"] = step
+            state["train_seconds"] = time.perf_counter() - t0
+            log.append({"step": step, "lr": lr_at(step - 1, tc), **stats, "hop_loss_on": hop_on,
+                        "id_accuracy": id_acc, "accuracy_by_n": {str(k): v for k, v in acc.items()},
+                        "threshold_step": state["threshold_step"], "seconds": round(state["train_seconds"], 2)})
+            bar.set_postfix(loss=f"{stats['loss']:.3f}", id_acc=f"{id_acc:.3f}")
+        if step % tc.checkpoint_every == 0:
+            state["train_seconds"] = time.perf_counter() - t0
+            checkpoint()
+        if crash_at and step == crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    bar.close()
+    state["train_seconds"] = time.perf_counter() - t0
+    checkpoint()
+
+    model.eval()
+    results = evaluate(token_predictor(model, device), cfg.task, tc.final_samples_per_n, seed)
+    results.update({
+        "steps": state["step"], "threshold_step": state["threshold_step"],
+        "reached_threshold": state["threshold_step"] is not None, "seed": seed,
+        # wall time is reported, not compared: it is the one field that differs between reruns
+        "train_seconds": round(state["train_seconds"], 1),
+    })
+    atomic_write_json(run_dir / "results.json", results)
+    return results
+
+
+def load_trained(run_dir: str | Path, device: str = "cpu") -> tuple[Transformer, BindingConfig, int]:
+    """Rebuild a trained model from its run directory (config.json + checkpoint)."""
+    run_dir = Path(run_dir)
+    saved = read_json(run_dir / "config.json", "run config")
+    cfg = cfglib.from_dict(BindingConfig, saved["config"])
+    tensors, _ = load_checkpoint(run_dir / CHECKPOINT)
+    model = build_model(cfg)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return model.to(device).eval(), cfg, int(saved["seed"])
