@@ -182,3 +182,63 @@ def monte_carlo_accuracy(model: PartitionedModel, x: torch.Tensor, y: torch.Tens
 
 def settings_for(topology: Topology) -> dict[str, tuple[float, ...]]:
     return topology.settings()
+
+
+def evaluate_model(model: PartitionedModel, splits, eval_batch_size: int = 1024, split: str = "test",
+                   mc_draws: int = 0, seed: int = 0) -> dict:
+    """Everything `resilinet evaluate` writes: per-pattern table, expected accuracy per
+    reliability setting, P(no path), analytic brackets and their checks (optionally Monte-Carlo)."""
+    x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
+    topo = model.topology
+    guess = splits.guess_accuracy()  # sum_c p_c^2 of the TRAINING label prior
+    counts: dict[str, int] = {}
+    results = exact_pattern_accuracies(model, x, y, guess, eval_batch_size, counts)
+    clean = results[0].accuracy  # patterns() yields all-alive first
+    settings = topo.settings()
+    out = {
+        "nodes": list(topo.failure_prone),
+        "topology": {"chain": list(topo.chain), "skips": [f"{a}-{b}" for a, b in topo.skips]},
+        "split": split, "n_examples": len(y),
+        "patterns": [r.to_dict() for r in results],
+        "guess_accuracy": guess,
+        "clean_accuracy": clean,
+        "reliability_settings": {k: list(v) for k, v in settings.items()},
+        "expected_accuracy": {k: expected_accuracy(results, r) for k, r in settings.items()},
+        "p_no_path": {k: p_no_path_of(results, r) for k, r in settings.items()},
+        "node_evaluations_per_batch": {k: v / math.ceil(len(y) / eval_batch_size) for k, v in counts.items()},
+    }
+    out["brackets"] = {k: brackets(out["p_no_path"][k], guess, clean) for k in settings}
+    out["checks"] = check_brackets(out)
+    if mc_draws:
+        prior = splits.class_prior()
+        out["monte_carlo"] = {"draws": mc_draws, "expected_accuracy": {
+            k: monte_carlo_accuracy(model, x, y, prior, r, mc_draws, seed, eval_batch_size)
+            for k, r in settings.items()}}
+    return out
+
+
+def check_brackets(ev: dict, tol: float = 1e-9) -> dict:
+    """Consistency checks on an evaluation: every expected accuracy inside its analytic bracket,
+    P(no path) equal to the spec's table (for the full and the skip-less topology), and for
+    vanilla the identity E = P(all alive) * clean + (1 - P(all alive)) * guess."""
+    from .topology import ANALYTIC_P_NO_PATH, CNN, HEALTH
+
+    topo_name = "health" if len(ev["nodes"]) == 3 else "cnn"
+    full = HEALTH if topo_name == "health" else CNN
+    out = {"inside_brackets": all(ev["brackets"][k]["floor"] - tol <= ev["expected_accuracy"][k]
+                                  <= ev["brackets"][k]["ceiling"] + tol for k in ev["expected_accuracy"])}
+    skips = ev["topology"]["skips"]
+    if not skips or len(skips) == len(full.all_skips):
+        col = 0 if not skips else 1
+        out["p_no_path_matches_spec"] = all(
+            abs(ev["p_no_path"][k] - ANALYTIC_P_NO_PATH[topo_name][k][col]) < 1e-6
+            for k in ANALYTIC_P_NO_PATH[topo_name])
+    if not skips:
+        dev = 0.0
+        for k, rel in ev["reliability_settings"].items():
+            p_all = math.prod(rel)
+            want = p_all * ev["clean_accuracy"] + (1 - p_all) * ev["guess_accuracy"]
+            dev = max(dev, abs(ev["expected_accuracy"][k] - want))
+        out["vanilla_identity_max_error"] = dev
+        out["vanilla_identity_holds"] = dev <= tol
+    return out

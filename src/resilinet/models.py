@@ -47,7 +47,8 @@ class ModelConfig:
         "help": "hyperconnection weights: 1 ones, 2 normalised reliability, 3 reliability, 4 uniform"})
     weight_setting: str = field(default="normal", metadata={
         "help": "reliability setting that weight schemes 2 and 3 read"})
-    keras_init: bool = field(default=False, metadata={"help": "glorot-uniform (he-normal ResNet) init"})
+    keras_init: bool = field(default=True, metadata={
+        "help": "glorot-uniform (he-normal ResNet) init as in Keras; false: PyTorch defaults (train slower)"})
     bn_momentum: float = field(default=0.1, metadata={"help": "PyTorch convention; Keras 0.99 = 0.01"})
     bn_eps: float = field(default=1e-5, metadata={"help": "Keras uses 1e-3"})
 
