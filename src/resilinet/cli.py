@@ -1,0 +1,233 @@
+"""`resilinet` command line: train, evaluate, reproduce, ablate, config.
+
+Every subcommand takes a preset (named config) and any number of `section.field=value`
+overrides; `resilinet config --preset cpu` lists every field with its value and meaning.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from lab.config import describe, to_dict
+from lab.errors import UserError, run_cli
+from lab.io import atomic_write_json
+
+from .config import PRESETS, Config, make_config
+
+EXAMPLES = {
+    "train": """examples:
+  resilinet train --preset cpu --out runs/mlp-resilinet --seed 0
+  resilinet train --preset cpu --out runs/cnn --seed 1 model.arch=mobilenet model.method=deepfogguard
+  resilinet train --preset paper --out runs/health data.root=/data/MHEALTHDATASET
+Running the same command again resumes an interrupted run from its checkpoint.""",
+    "evaluate": """examples:
+  resilinet evaluate --run runs/mlp-resilinet --out runs/mlp-resilinet/evaluation.json
+  resilinet evaluate --run runs/mlp-resilinet --out eval.json --mc-draws 20   # + Monte-Carlo""",
+    "reproduce": """examples:
+  resilinet reproduce --preset cpu --out runs/reproduce            # ~10 min on 2 cores
+  resilinet reproduce --preset cpu --out runs/r --seeds 0 train.epochs=2   # a quick look
+Writes OUT/report.md (tables, checks, figures), OUT/summary.json and OUT/runs/<run>/.""",
+    "ablate": """examples:
+  resilinet ablate --preset cpu --out runs/ablate
+  resilinet ablate --preset cpu --out runs/ablate --only failout,skips --seeds 0""",
+}
+
+
+def _config_help() -> str:
+    rows = describe(Config())
+    width = max(len(k) for k, _, _ in rows)
+    body = "\n".join(f"  {k:<{width}}  {h}" for k, _, h in rows)
+    return ("config fields (override as section.field=value; `resilinet config --preset cpu` shows "
+            "the values):\n" + body)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="cpu", help=f"named config: {', '.join(sorted(PRESETS))} (default cpu)")
+    p.add_argument("overrides", nargs="*", metavar="section.field=value",
+                   help="config overrides, e.g. model.method=resilinet train.epochs=3")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UserError(f"--seeds: expected non-negative integers, got {text!r}")
+    return seeds
+
+
+def build_parser() -> argparse.ArgumentParser:
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="resilinet", formatter_class=fmt,
+        description="ResiliNet (arXiv 2002.07386): DNNs partitioned over IoT -> edge -> fog -> cloud that "
+                    "keep working when nodes fail (skip hyperconnections + failout), simulated in one process.",
+        epilog="Start with: resilinet reproduce --preset cpu --out runs/reproduce\n"
+               "Run `resilinet <command> --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("train", help="train one model into a run directory", formatter_class=fmt,
+                       description="Train one partitioned model; select the epoch with the best clean "
+                                   "validation accuracy; evaluate it exactly under every failure pattern.",
+                       epilog=EXAMPLES["train"] + "\n\n" + _config_help())
+    p.add_argument("--out", required=True, help="run directory (created; an interrupted run resumes)")
+    p.add_argument("--seed", type=int, default=0, help="seed for data split, init, order, failout (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="exact (and optional Monte-Carlo) accuracy under failures",
+                       formatter_class=fmt, epilog=EXAMPLES["evaluate"],
+                       description="Evaluate a trained run over all 2^n alive/dead patterns of its "
+                                   "failure-prone nodes and every reliability setting; write JSON.")
+    p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--split", choices=("test", "val"), default="test", help="which split (default test)")
+    p.add_argument("--mc-draws", type=int, default=0, help="also estimate by Monte-Carlo with this many "
+                   "passes over the split, one random pattern per sample (default 0: off)")
+    p.add_argument("--mc-seed", type=int, default=0, help="Monte-Carlo seed (default 0)")
+
+    for name, helptext, desc in (
+            ("reproduce", "train all four methods on MLP + CNN over seeds; write report.md",
+             "Train vanilla, deepFogGuard, ResiliNet and ResiliNet+ on the MLP chain and one CNN over "
+             "several seeds, evaluate each exactly, and write OUT/report.md with the per-pattern table, "
+             "expected accuracy per setting (mean +- sd), the analytic brackets and figures."),
+            ("ablate", "weight schemes, failout rates, skip subsets, partition 2; write report.md",
+             "The paper's ablations on the MLP chain (Health topology): hyperconnection weight schemes "
+             "1-4, failout survival rates (0.95, 0.9, 0.7, 0.5, variable), every subset of skip "
+             "hyperconnections, and partition 2 for all methods.")):
+        p = sub.add_parser(name, help=helptext, description=desc, formatter_class=fmt,
+                           epilog=EXAMPLES[name] + "\n\n" + _config_help())
+        p.add_argument("--out", required=True, help="output directory (re-running continues it)")
+        p.add_argument("--seeds", default="0,1,2" if name == "reproduce" else "0,1",
+                       help="comma-separated seeds (default %(default)s)")
+        p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel, one thread each (default 2)")
+        if name == "reproduce":
+            p.add_argument("--cnn", choices=("mobilenet", "resnet18"), default="mobilenet",
+                           help="the CNN trained beside the MLP chain (default mobilenet)")
+        else:
+            p.add_argument("--only", default="weights,failout,skips,partition 2",
+                           help="comma-separated subset of: weights, failout, skips, partition 2")
+        _add_common(p)
+
+    p = sub.add_parser("config", help="print the resolved config of a preset + overrides",
+                       formatter_class=fmt, epilog=_config_help())
+    _add_common(p)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .train import train
+
+    if args.seed < 0:
+        raise UserError(f"--seed must be >= 0, got {args.seed}")
+    cfg = make_config(args.preset, args.overrides)
+    res = train(cfg, args.out, seed=args.seed, progress=not args.quiet)
+    print(_summary(res))
+    print(f"run written to {args.out} (results.json, metrics.jsonl, checkpoint.*)")
+    return 0
+
+
+def _summary(ev: dict) -> str:
+    rows = [f"clean accuracy {100 * ev['clean_accuracy']:.2f}%  guess {100 * ev['guess_accuracy']:.2f}%"]
+    for k, v in ev["expected_accuracy"].items():
+        rows.append(f"  {k:<11} expected {100 * v:6.2f}%   P(no path) {ev['p_no_path'][k]:.6f}")
+    bad = [p for p in ev["patterns"] if p["connected"]]
+    worst = min(bad, key=lambda p: p["accuracy"]) if bad else None
+    if worst is not None:
+        dead = [n for n, a in zip(ev["nodes"], worst["alive"]) if not a] or ["none"]
+        rows.append(f"  worst connected pattern: dead {', '.join(dead)} -> {100 * worst['accuracy']:.2f}%")
+    return "\n".join(rows)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_model
+    from .train import load_run, load_splits
+
+    if args.mc_draws < 0:
+        raise UserError(f"--mc-draws must be >= 0, got {args.mc_draws}")
+    cfg, model, seed = load_run(args.run)
+    splits = load_splits(cfg, seed)
+    t0 = time.time()
+    ev = evaluate_model(model, splits, cfg.train.eval_batch_size, args.split, args.mc_draws, args.mc_seed)
+    ev.update({"run": str(args.run), "method": cfg.model.method, "arch": cfg.model.arch, "seed": seed,
+               "seconds": round(time.time() - t0, 3)})
+    atomic_write_json(args.out, ev)
+    print(_summary(ev))
+    if "monte_carlo" in ev:
+        for k, v in ev["monte_carlo"]["expected_accuracy"].items():
+            print(f"  {k:<11} Monte-Carlo ({args.mc_draws} draws) {100 * v:6.2f}%")
+    print(f"written to {args.out}")
+    return 0
+
+
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from .experiments import ablation_specs, reproduce_specs, run_all
+    from .report import ablation_report, reproduce_report
+
+    seeds = _seeds(args.seeds)
+    if args.jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    for o in args.overrides:
+        if o.split("=", 1)[0].strip() in ("model.arch", "model.method"):
+            raise UserError(f"{o!r}: {args.command} sets model.arch and model.method itself")
+    extra = tuple(args.overrides)
+    out = Path(args.out)
+    if args.command == "reproduce":
+        specs = reproduce_specs(args.preset, seeds, args.cnn, extra)
+    else:
+        groups = [g.strip() for g in args.only.split(",") if g.strip()]
+        known = ("weights", "failout", "skips", "partition 2")
+        for g in groups:
+            if g not in known:
+                raise UserError(f"--only: {g!r} is not one of {', '.join(known)}")
+        specs = [s for s in ablation_specs(args.preset, seeds, extra) if s.group in groups]
+    for s in specs[:1] + [s for s in specs if s.group != specs[0].group][:1]:
+        make_config(s.preset, list(s.overrides))  # fail fast on a bad override, before any training
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    results = run_all(specs, out, args.jobs)
+    wall = time.time() - t0
+    header = (f"# ResiliNet {args.command} (preset `{args.preset}`)\n\n"
+              f"Command: `resilinet {' '.join(sys.argv[1:]) if sys.argv[0].endswith('resilinet') else args.command}`"
+              f"  \nSeeds: {seeds}; runs: {len(specs)}; jobs: {args.jobs}; wall time of this invocation: "
+              f"{wall:.0f} s (finished runs are not redone).  \n"
+              f"Dataset: {next(iter(results.values()))['dataset'] if results else '?'}; "
+              f"overrides: {list(extra) or 'none'}.\n")
+    report = (reproduce_report if args.command == "reproduce" else ablation_report)(specs, results, out, header)
+    atomic_write_json(out / "summary.json", {
+        "command": args.command, "preset": args.preset, "seeds": seeds, "overrides": list(extra), "wall_s": wall,
+        "runs": {s.name: {"group": s.group, "label": s.label, "seed": s.seed,
+                          "clean_accuracy": results[s.name]["clean_accuracy"],
+                          "expected_accuracy": results[s.name]["expected_accuracy"],
+                          "checks": results[s.name]["checks"]} for s in specs}})
+    print(report)
+    print(f"\nreport written to {out / 'report.md'} ({wall:.0f} s)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = make_config(args.preset, args.overrides)
+    print(json.dumps(to_dict(cfg), indent=2))
+    return 0
+
+
+def _main(argv: list[str] | None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return {"train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_experiments,
+            "ablate": cmd_experiments, "config": cmd_config}[args.command](args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(_main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

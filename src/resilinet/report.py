@@ -1,0 +1,184 @@
+"""report.md and figures for `resilinet reproduce` and `resilinet ablate`."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from lab.report import md_table, mean_sd, save_figure
+
+from .experiments import RunSpec
+from .hyperconnections import METHOD_LABELS, METHODS
+from .topology import ANALYTIC_P_NO_PATH
+
+SETTINGS = ("no failure", "normal", "poor", "hazardous")
+ARCH_LABELS = {"mlp": "MLP chain (Health topology, flattened input)", "mobilenet": "MobileNet v1 (CNN topology)",
+               "resnet18": "ResNet-18 pre-activation (CNN topology)"}
+
+
+def _pm(values: list[float], pct: bool = True) -> str:
+    m, sd = mean_sd(values)
+    k = 100 if pct else 1
+    return f"{k * m:.2f} ± {k * sd:.2f}"
+
+
+def _by_label(specs: list[RunSpec], results: dict[str, dict], group: str) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = defaultdict(list)
+    for s in specs:
+        if s.group == group and s.name in results:
+            out[s.label].append(results[s.name])
+    return out
+
+
+def _pattern_name(nodes: list[str], alive: list[int]) -> str:
+    dead = [n for n, a in zip(nodes, alive) if not a]
+    return "none dead" if not dead else ", ".join(dead) + " dead"
+
+
+def _ordering(runs: dict[str, list[dict]], setting: str) -> tuple[bool, str]:
+    m = {k: mean_sd([r["expected_accuracy"][setting] for r in v])[0] for k, v in runs.items()}
+    ok = m["resilinet"] > m["deepfogguard"] > m["vanilla"]
+    text = " > ".join(f"{METHOD_LABELS[k]} {100 * m[k]:.2f}" for k in sorted(m, key=m.get, reverse=True))
+    return ok, text
+
+
+def arch_section(arch: str, runs: dict[str, list[dict]], fig_dir: Path) -> str:
+    """Expected accuracy per setting per method, brackets, checks, per-pattern table, figures."""
+    lines = [f"## {ARCH_LABELS.get(arch, arch)}\n"]
+    first = next(iter(runs.values()))[0]
+    nodes, topo = first["nodes"], "health" if len(first["nodes"]) == 3 else "cnn"
+    methods = [m for m in METHODS if m in runs]
+    n_seeds = {m: len(runs[m]) for m in methods}
+    guess = mean_sd([r["guess_accuracy"] for m in methods for r in runs[m]])[0]
+    lines.append(f"Failure-prone nodes (spec order): {', '.join(nodes)}. Seeds per method: "
+                 f"{', '.join(f'{METHOD_LABELS[m]} {n_seeds[m]}' for m in methods)}. "
+                 f"Guess accuracy (sum of squared training class frequencies): {100 * guess:.2f}%.\n")
+
+    lines.append("### Expected accuracy (%), mean ± sd over seeds, with the analytic brackets\n")
+    headers = ["setting"] + [METHOD_LABELS[m] for m in methods] + [
+        "P(no path) vanilla / skips (spec)", "bracket vanilla", "bracket skips", "clean ceiling skips"]
+    rows = []
+    for s in SETTINGS:
+        row = [s] + [_pm([r["expected_accuracy"][s] for r in runs[m]]) for m in methods]
+        if s in ANALYTIC_P_NO_PATH[topo]:
+            pv, ps = ANALYTIC_P_NO_PATH[topo][s]
+            skip_runs = [r for m in methods if m != "vanilla" for r in runs[m]]
+            cc = mean_sd([r["brackets"][s]["clean_ceiling"] for r in runs.get("resilinet", skip_runs)])[0]
+            row += [f"{pv:.6f} / {ps:.6f}", f"[{100 * pv * guess:.2f}, {100 * (1 - pv + pv * guess):.2f}]",
+                    f"[{100 * ps * guess:.2f}, {100 * (1 - ps + ps * guess):.2f}]", f"{100 * cc:.2f}"]
+        else:
+            row += ["0 / 0", "-", "-", "-"]
+        rows.append(row)
+    lines.append(md_table(headers, rows))
+    lines.append("Bracket = [P(no path) x guess, (1 - P(no path)) + P(no path) x guess]: the expected "
+                 "accuracy if every connected pattern were wrong / right. Clean ceiling = (1 - P(no path)) x "
+                 "clean + P(no path) x guess (ResiliNet's mean clean accuracy): failures cost nothing while "
+                 "a path survives.\n")
+
+    checks = []
+    all_inside = all(r["checks"]["inside_brackets"] for m in methods for r in runs[m])
+    checks.append(f"- every run's expected accuracy inside its analytic bracket: **{'yes' if all_inside else 'NO'}**")
+    pn = all(r["checks"].get("p_no_path_matches_spec", True) for m in methods for r in runs[m])
+    checks.append(f"- P(no path) of every run's topology equals the spec's table (1e-6): **{'yes' if pn else 'NO'}**")
+    if "vanilla" in runs:
+        err = max(r["checks"]["vanilla_identity_max_error"] for r in runs["vanilla"])
+        checks.append(f"- vanilla = P(all alive) x clean + (1 - P(all alive)) x guess: max |error| = {err:.1e} "
+                      f"(**{'holds' if err <= 1e-9 else 'FAILS'}** at 1e-9)")
+    if all(m in runs for m in ("vanilla", "deepfogguard", "resilinet")):
+        for s in ("poor", "hazardous"):
+            ok, text = _ordering({m: runs[m] for m in ("vanilla", "deepfogguard", "resilinet")}, s)
+            checks.append(f"- {s}: ResiliNet > deepFogGuard > vanilla: **{'holds' if ok else 'does NOT hold'}** ({text})")
+    lines.append("Checks:\n\n" + "\n".join(checks) + "\n")
+
+    lines.append("### Clean accuracy (%, test, all nodes alive)\n")
+    lines.append(md_table(["method", "clean", "best epoch (val)"],
+                          [[METHOD_LABELS[m], _pm([r["clean_accuracy"] for r in runs[m]]),
+                            ", ".join(str(r["best_epoch"]) for r in runs[m])] for m in methods]))
+
+    lines.append("### Accuracy (%) per failure pattern (mean over seeds; 'guess' = no IoT-cloud path)\n")
+    headers = ["pattern", "P(pattern) poor"] + [METHOD_LABELS[m] for m in methods]
+    rows = []
+    rel = first["reliability_settings"]["poor"]
+    for i, p in enumerate(first["patterns"]):
+        prob = 1.0
+        for a, r in zip(p["alive"], rel):
+            prob *= r if a else 1 - r
+        row = [_pattern_name(nodes, p["alive"]), f"{prob:.4f}"]
+        for m in methods:
+            pats = [r["patterns"][i] for r in runs[m]]
+            acc = mean_sd([q["accuracy"] for q in pats])[0]
+            row.append(f"{100 * acc:.2f}" + ("" if pats[0]["connected"] else " (guess)"))
+        rows.append(row)
+    lines.append(md_table(headers, rows))
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m in methods:
+        ms = [mean_sd([r["expected_accuracy"][s] for r in runs[m]]) for s in SETTINGS]
+        ax.errorbar(range(len(SETTINGS)), [100 * a for a, _ in ms], yerr=[100 * b for _, b in ms],
+                    marker="o", capsize=3, label=METHOD_LABELS[m])
+    ax.set_xticks(range(len(SETTINGS)), SETTINGS)
+    ax.set_ylabel("expected accuracy (%)")
+    ax.set_title(f"{arch}: expected accuracy by reliability setting")
+    ax.legend()
+    f1 = save_figure(fig, fig_dir / f"{arch}_expected_accuracy.png")
+
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(first["patterns"])), 4))
+    width = 0.8 / len(methods)
+    for j, m in enumerate(methods):
+        accs = [100 * mean_sd([r["patterns"][i]["accuracy"] for r in runs[m]])[0]
+                for i in range(len(first["patterns"]))]
+        ax.bar([i + j * width for i in range(len(accs))], accs, width, label=METHOD_LABELS[m])
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(first["patterns"]))],
+                  [_pattern_name(nodes, p["alive"]) for p in first["patterns"]], rotation=30, ha="right")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{arch}: accuracy per failure pattern")
+    ax.legend(fontsize=8)
+    f2 = save_figure(fig, fig_dir / f"{arch}_patterns.png")
+    lines.append(f"![expected accuracy]({f1.name})\n\n![per pattern]({f2.name})\n")
+    return "\n".join(lines)
+
+
+def reproduce_report(specs: list[RunSpec], results: dict[str, dict], out: Path, header: str) -> str:
+    groups = list(dict.fromkeys(s.group for s in specs))
+    parts = [header]
+    for g in groups:
+        runs = _by_label(specs, results, g)
+        if runs:
+            parts.append(arch_section(g, runs, out))
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text)
+    return text
+
+
+def ablation_report(specs: list[RunSpec], results: dict[str, dict], out: Path, header: str) -> str:
+    parts = [header]
+    notes = {
+        "weights": "ResiliNet, hyperconnection weight schemes (1 ones, 2 normalised reliability, "
+                   "3 reliability, 4 uniform(0,1)); schemes 2-3 read the `model.weight_setting` reliabilities.",
+        "failout": "ResiliNet, failout survival rate per node ('variable' = the node's reliability in "
+                   "`failout.variable_setting`).",
+        "skips": "ResiliNet with each subset of the Health skip hyperconnections.",
+        "partition 2": "Partition 2 (edge 2, fog2 3, fog1 2, cloud 3 layers), all methods.",
+    }
+    for g in dict.fromkeys(s.group for s in specs):
+        runs = _by_label(specs, results, g)
+        if not runs:
+            continue
+        parts.append(f"## {g}\n\n{notes.get(g, '')}\n")
+        rows = [[METHOD_LABELS.get(label, label)] + [_pm([r["expected_accuracy"][s] for r in rs]) for s in SETTINGS]
+                + [", ".join("yes" if r["checks"]["inside_brackets"] else "NO" for r in rs)]
+                for label, rs in runs.items()]
+        parts.append(md_table(["variant"] + [f"{s} (%)" for s in SETTINGS] + ["inside brackets"], rows))
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for label, rs in runs.items():
+            ax.plot(SETTINGS, [100 * mean_sd([r["expected_accuracy"][s] for r in rs])[0] for s in SETTINGS],
+                    marker="o", label=METHOD_LABELS.get(label, label))
+        ax.set_ylabel("expected accuracy (%)")
+        ax.set_title(f"ablation: {g}")
+        ax.legend(fontsize=7)
+        f = save_figure(fig, out / f"ablation_{g.replace(' ', '_')}.png")
+        parts.append(f"![{g}]({f.name})\n")
+    text = "\n".join(parts)
+    (out / "report.md").write_text(text)
+    return text
