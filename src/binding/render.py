@@ -461,7 +461,9 @@ class Renderer:
 
         c = cfg.cell_px
         # tiles [B, G*G, c, c, 3]: the canvas seen as cells
-        tiles = np.broadcast_to(self.background, (B, G * G, c, c, 3)).copy()
+        # (filled row by row: a broadcast over the last axis of size 3 copies element by element)
+        tiles = np.broadcast_to(np.tile(self.background, c * c), (B * G * G, c * c * 3)).copy()
+        tiles = tiles.reshape(B, G * G, c, c, 3)
         bi, si = np.nonzero(valid)
         m = self.cell_masks[shapes[bi, si], offsets[bi, si, 0], offsets[bi, si, 1]]  # [M, c, c]
         col = self.rgb[colors[bi, si]]  # [M, 3]
