@@ -5,10 +5,11 @@ random without replacement, so objects never overlap by construction; with `jitt
 shifted by a random whole-pixel offset inside its cell. Worked example (defaults, 64-px canvas,
 16-px cells, 14-px sprites, 4x4 = 16 cells):
 
-    colors = [[3, 17, 0]], shapes = [[5, 0, 9]], n = [2]       # third slot is padding (n = 2)
-    images, positions = Renderer(RenderConfig()).render(colors, shapes, n, rng)
-    images.shape == (1, 64, 64, 3)       # uint8, mid-grey background
-    positions[0] == [[2, 1], [0, 3], [-1, -1]]   # (row, col) grid cells; -1 = no object
+    colors, shapes, n = [[3, 17, 0]], [[5, 0, 9]], [2]     # third slot is padding (n = 2)
+    images, positions = Renderer(RenderConfig()).render(colors, shapes, n, np.random.default_rng(0))
+    images.shape == (1, 64, 64, 3)                # uint8, mid-grey background
+    positions[0] == [[2, 3], [0, 3], [-1, -1]]    # (row, col) grid cells; -1 = no object
+    # object 0: colour id 3 = grid colour 12 = RGB (0, 102, 0), shape id 5 = "checker", in cell (2, 3)
 
 Colours. The palette is the 6x6x6 RGB grid (spec §1: 216 = 6^3): grid index k has
 (r, g, b) = 51 * (k // 36, k // 6 % 6, k % 6), r-major. A run uses `n_colors` of them: colour id i
@@ -21,17 +22,20 @@ object pixel differs from the background by at least 25 in every channel. A back
 an allowed colour is refused.
 
 Shapes. Sprites are binary masks (no anti-aliasing, so every object pixel has exactly its palette
-colour), rasterised once per config by 4x supersampling a procedural family: filled and hollow
-regular polygons (3..8 sides), disc and ring, filled and hollow stars (4..8 points), plus and X
-crosses, rotated triangles, arrows in 8 directions, half/quarter discs, L/T shapes, bars, pac-men,
-crescents, dot patterns, chevrons, hourglasses, and smaller variants. A candidate joins the family
-only if its mask differs from every earlier member by at least `min_diff_px` pixels even after a
-shift of up to 1 px in each direction (so jitter cannot make two shapes alike), and covers enough
-pixels to show its colour. Shape id j is the j-th accepted candidate, so a smaller `n_shapes` is a
-prefix of a larger one. Available at each sprite size (`max_shapes(sprite_px)`):
+colour), rasterised once per config by 4x supersampling a procedural family of 119 candidates:
+filled and hollow regular polygons (3..8 sides), disc and rings, filled and hollow stars (4..8
+points), plus and X crosses, rotated triangles, arrows in 8 directions, half/quarter discs, half
+rings, pac-men, crescents, chevrons, L/T/E shapes, flags, keys, bars, dot patterns, checkers,
+hourglasses, a heart, and smaller variants. Shape ids are assigned by greedy farthest-point
+selection on a shift-tolerant mask distance (pixels that differ, minimised over shifts of up to
+1 px in each direction, so jitter cannot make two shapes alike): id j is the candidate farthest
+from ids 0..j-1, so a smaller `n_shapes` is a prefix of a larger one and as spread out as the rule
+allows. Selection stops when the farthest remaining candidate differs from a chosen one by fewer
+than `min_diff_px` pixels (default ceil(sprite_px^2 / 10)); candidates covering under 15% of the
+sprite (too few pixels to show a colour) are never chosen. Available (`max_shapes(sprite_px)`):
 
-    sprite_px    8    10    12    14    16
-    shapes      47    79   105   121   132
+    sprite_px    8    10    12    14    16    20    24
+    shapes      73    87    88    89    86    90    98
 
 Asking for more shapes than the sprite size can draw distinctly raises UserError.
 """
@@ -68,7 +72,7 @@ class RenderConfig:
     background_rgb: tuple[int, int, int] = field(default=(128, 128, 128), metadata={"help": "canvas colour"})
     jitter: bool = field(default=True, metadata={"help": "random whole-pixel offset of the sprite inside its cell"})
     min_diff_px: int = field(default=0, metadata={
-        "help": "pixels two shape masks must differ by (0 = max(3, sprite_px^2/25))"})
+        "help": "pixels two shape masks must differ by (0 = ceil(sprite_px^2 / 10))"})
 
     @property
     def grid(self) -> int:
