@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated seeds (default %(default)s)")
         p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel, one thread each (default 2)")
         if name == "reproduce":
-            p.add_argument("--cnn", choices=("mobilenet", "resnet18"), default="mobilenet",
-                           help="the CNN trained beside the MLP chain (default mobilenet)")
+            p.add_argument("--cnn", choices=("mobilenet", "resnet18"), default="resnet18",
+                           help="the CNN trained beside the MLP chain (default resnet18)")
         else:
             p.add_argument("--only", default="weights,failout,skips,partition 2",
                            help="comma-separated subset of: weights, failout, skips, partition 2")

@@ -36,7 +36,7 @@ class RunSpec:
     meta: dict = field(default_factory=dict, compare=False, hash=False)
 
 
-def reproduce_specs(preset: str, seeds: list[int], cnn: str = "mobilenet", extra: tuple[str, ...] = ()) -> list[RunSpec]:
+def reproduce_specs(preset: str, seeds: list[int], cnn: str = "resnet18", extra: tuple[str, ...] = ()) -> list[RunSpec]:
     specs = []
     for arch in ("mlp", cnn):
         for method in METHODS:
