@@ -1,0 +1,113 @@
+"""The command line: every subcommand has help; bad input gives one clear error, no traceback;
+train -> evaluate writes the documented files; an interrupted run resumes to the same model."""
+import json
+
+import pytest
+import torch
+
+from resilinet import train as train_mod
+from resilinet.cli import main
+from resilinet.config import make_config
+
+TINY = ["data.name=digits", "data.limit=300", "train.epochs=2", "train.batch_size=64", "model.hidden_units=32"]
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["reproduce"], ["ablate"], ["config"]])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(command + ["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage: resilinet" in out
+    if command in (["train"], ["reproduce"]):
+        assert "model.method" in out and "examples:" in out
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--out", "X", "model.methd=resilinet"], "unknown config field 'model.methd'"),
+    (["train", "--out", "X", "model.method=magic"], "is not one of"),
+    (["train", "--out", "X", "--preset", "gpu"], "unknown preset 'gpu'"),
+    (["train", "--out", "X", "train.epochs=many"], "train.epochs: expected int"),
+    (["train", "--out", "X", "train.epochs=0"], "train.epochs must be >= 1"),
+    (["train", "--out", "X", "model.arch=vgg"], "model.arch: 'vgg' is not one of"),
+    (["train", "--out", "X", "noequals"], "not of the form section.field=value"),
+    (["evaluate", "--run", "/nonexistent/run", "--out", "e.json"], "run directory not found"),
+    (["reproduce", "--out", "X", "--seeds", "a,b"], "--seeds"),
+    (["reproduce", "--out", "X", "model.arch=mlp"], "sets model.arch and model.method itself"),
+    (["ablate", "--out", "X", "--only", "dropout"], "--only: 'dropout'"),
+])
+def test_bad_input_gives_one_clear_error(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_skip_name_and_cnn_partition_2_are_clear_errors(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "a"), "model.skips=iot-cloud", *TINY]) == 2
+    assert "skip hyperconnection" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "b"), "model.arch=resnet18", "model.partition=2", *TINY]) == 2
+    assert "Health MLP only" in capsys.readouterr().err
+
+
+def test_evaluate_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):
+    assert main(["evaluate", "--run", str(tmp_path), "--out", str(tmp_path / "e.json")]) == 2
+    assert "has no checkpoint" in capsys.readouterr().err
+
+
+def test_train_then_evaluate_writes_the_documented_files(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--quiet", "--out", str(run), "--seed", "3", "model.method=resilinet", *TINY]) == 0
+    for f in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "checkpoint.json", "results.json"):
+        assert (run / f).exists(), f
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["seed"] == 3 and cfg["config"]["model"]["method"] == "resilinet" and "git_commit" in cfg
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--run", str(run), "--out", str(out), "--mc-draws", "2"]) == 0
+    ev = json.loads(out.read_text())
+    assert ev["nodes"] == ["f1", "f2", "e"] and len(ev["patterns"]) == 8
+    assert {"guess_accuracy", "clean_accuracy", "reliability_settings", "expected_accuracy"} <= set(ev)
+    results = json.loads((run / "results.json").read_text())
+    assert ev["expected_accuracy"] == results["expected_accuracy"]  # the checkpoint rebuilds the model
+    assert "monte_carlo" in ev
+
+
+def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
+    cfg = make_config("cpu", ["model.method=resilinet+", *TINY, "train.epochs=3"])
+    train_mod.train(cfg, tmp_path / "straight", seed=1, progress=False)
+
+    calls = {"n": 0}
+    real = train_mod.clean_accuracy
+
+    def crash_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(train_mod, "clean_accuracy", crash_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, tmp_path / "resumed", seed=1, progress=False)
+    monkeypatch.setattr(train_mod, "clean_accuracy", real)
+    assert json.loads((tmp_path / "resumed" / "checkpoint.json").read_text())["epoch"] == 1
+    train_mod.train(cfg, tmp_path / "resumed", seed=1, progress=False)
+
+    a = json.loads((tmp_path / "straight" / "results.json").read_text())
+    b = json.loads((tmp_path / "resumed" / "results.json").read_text())
+    assert a["expected_accuracy"] == b["expected_accuracy"] and a["best_epoch"] == b["best_epoch"]
+    rows = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    _, ma, _ = train_mod.load_run(tmp_path / "straight")
+    _, mb, _ = train_mod.load_run(tmp_path / "resumed")
+    for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
+        assert torch.equal(va, vb), k
+
+
+def test_resuming_with_a_different_config_is_refused(tmp_path, capsys):
+    run = str(tmp_path / "run")
+    assert main(["train", "--quiet", "--out", run, *TINY, "train.epochs=1"]) == 0
+    (tmp_path / "run" / "results.json").unlink()
+    assert main(["train", "--quiet", "--out", run, *TINY, "train.epochs=1", "train.lr=0.01"]) == 2
+    assert "different config" in capsys.readouterr().err
