@@ -68,12 +68,13 @@ class EncoderConfig:
 class ShapeCNN(nn.Module):
     """Patchify stem, then two stride-2 stages of 3x3 convs: one token per patch_px x patch_px patch."""
 
-    def __init__(self, patch_px: int = 16, widths: tuple[int, int, int] = (32, 64, 128)):
+    def __init__(self, patch_px: int = 16, widths: tuple[int, int, int] = (32, 64, 128), n_down: int = -1):
         super().__init__()
-        n_down = min(2, (patch_px & -patch_px).bit_length() - 1)  # stride-2 stages the patch allows
+        if n_down < 0:  # stride-2 stages: up to 2, as the patch allows, keeping the stem stride >= 4
+            n_down = min(2, (patch_px & -patch_px).bit_length() - 1, max(0, int(math.log2(patch_px / 4))))
         stem = patch_px // 2 ** n_down
-        self.patch_px, self.out_dim = patch_px, widths[n_down]
-        self.arch = {"patch_px": patch_px, "widths": list(widths)}
+        self.patch_px, self.out_dim = patch_px, widths[-1]
+        self.arch = {"patch_px": patch_px, "widths": list(widths), "n_down": n_down}
         # BatchNorm, not GroupNorm: frozen (eval) it is a fixed per-channel affine map, so a cell's
         # features never depend on the other objects in the image beyond the receptive field.
         def conv(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
@@ -84,7 +85,7 @@ class ShapeCNN(nn.Module):
         layers += conv(widths[0], widths[0], 3)
         for i in range(n_down):
             layers += conv(widths[i], widths[i + 1], 3, 2) + conv(widths[i + 1], widths[i + 1], 3)
-        layers += [nn.Conv2d(self.out_dim, self.out_dim, 1)]
+        layers += [nn.Conv2d(widths[n_down], self.out_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def feature_map(self, images: torch.Tensor) -> torch.Tensor:
@@ -126,7 +127,7 @@ class ShapeViT(nn.Module):
 
 def _build_embedded(kind: str, arch: dict) -> nn.Module:
     if kind == "cnn":
-        return ShapeCNN(arch["patch_px"], tuple(arch["widths"]))
+        return ShapeCNN(arch["patch_px"], tuple(arch["widths"]), arch.get("n_down", -1))
     if kind == "vit":
         return ShapeViT(arch["canvas_px"], arch["patch_px"], arch["dim"], arch["depth"], arch["heads"])
     raise UserError(f"unknown embedded encoder kind {kind!r}; expected 'cnn' or 'vit'")
