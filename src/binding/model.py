@@ -46,6 +46,7 @@ class ModelConfig:
     pos_encoding: PosEncoding = field(default="rope", metadata={"help": "rope | nope | learned"})
     max_len: int = field(default=512, metadata={"help": "longest sequence (learned positions, RoPE cache)"})
     rope_base: float = field(default=10000.0, metadata={"help": "RoPE frequency base"})
+    tie_embeddings: bool = field(default=False, metadata={"help": "unembedding shares the token embedding"})
 
     def validate(self) -> "ModelConfig":
         if min(self.n_layers, self.d_model, self.n_heads, self.d_ff) < 1:
@@ -129,6 +130,8 @@ class Transformer(nn.Module):
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init)
+        if cfg.tie_embeddings:
+            self.unembed.weight = self.embed.weight
 
     @staticmethod
     def _init(m: nn.Module) -> None:

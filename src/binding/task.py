@@ -245,16 +245,20 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
 
 
 def _collate(parts: list[dict[str, np.ndarray]]) -> Batch:
-    nmax = max(int(p["n"].max()) for p in parts if len(p["n"])) if parts else 0
+    width = max(p["colors"].shape[1] for p in parts)          # widest part, before trimming
     out: dict[str, list[np.ndarray]] = {}
     for p in parts:
         for k, v in p.items():
             if k == "tokens":
-                v = np.pad(v, ((0, 0), (0, seq_len(nmax) - v.shape[1])), constant_values=PAD)
+                v = np.pad(v, ((0, 0), (0, seq_len(width) - v.shape[1])), constant_values=PAD)
             elif v.ndim == 2:
-                v = np.pad(v, ((0, 0), (0, nmax - v.shape[1])), constant_values=-1)
+                v = np.pad(v, ((0, 0), (0, width - v.shape[1])), constant_values=-1)
             out.setdefault(k, []).append(v)
-    return Batch(**{k: torch.from_numpy(np.concatenate(v)) for k, v in out.items()})
+    arrays = {k: np.concatenate(v) for k, v in out.items()}
+    nmax = int(arrays["n"].max())                               # trim padding no example needs
+    arrays = {k: (v[:, :seq_len(nmax)] if k == "tokens" else v[:, :nmax] if v.ndim == 2 else v)
+              for k, v in arrays.items()}
+    return Batch(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
 def describe(batch: Batch, i: int, vocab: Vocab, prediction: int | None = None) -> str:

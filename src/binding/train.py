@@ -7,9 +7,11 @@ run killed at any point (even `kill -9`) ends with the same metrics as one never
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -81,7 +83,8 @@ def losses(model: Transformer, batch: Batch, hop_weight: float, hop_layer: int, 
 
 def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
     saved = read_json(run_dir / "config.json", "run config")
-    if saved.get("config") != cfglib.to_dict(cfg) or saved.get("seed") != seed:
+    as_saved = json.loads(json.dumps(cfglib.to_dict(cfg)))  # tuples become lists, as in the file
+    if saved.get("config") != as_saved or saved.get("seed") != seed:
         raise UserError(f"{run_dir} already holds a run with a different config or seed; "
                         f"use another --out, or the same settings to resume it")
 
@@ -112,8 +115,7 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         optimizer_from_tensors(opt, tensors, meta["optimizer"])
         state = meta["state"]
         log.truncate_after(state["step"])
-        if not quiet:
-            print(f"resuming {run_dir} from step {state['step']}")
+        print(f"resuming {run_dir} from step {state['step']}", file=sys.stderr)
     else:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, cfglib.to_dict(cfg), seed,
@@ -150,7 +152,8 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         opt.step()
         state["step"] = step = step + 1
         bar.update(1)
-        if step % tc.eval_every == 0 or step == tc.max_steps:
+        stopping = state["threshold_step"] is not None and step >= state["threshold_step"] + tc.extra_steps
+        if step % tc.eval_every == 0 or step == tc.max_steps or stopping:
             model.eval()
             acc, _ = accuracy_by_n(token_predictor(model, device), cfg.task, id_ns, tc.eval_samples_per_n,
                                    seed, EVAL_STREAM_TRAINING)

@@ -22,7 +22,8 @@ from .io import atomic_write_bytes, atomic_write_json
 
 def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
     stem = Path(stem)
-    blob = st_save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
+    # clone: safetensors refuses tensors that share storage (tied embeddings); loading restores the tie
+    blob = st_save({k: v.detach().cpu().clone().contiguous() for k, v in tensors.items()})
     atomic_write_bytes(stem.with_suffix(".safetensors"), blob)
     atomic_write_json(stem.with_suffix(".json"), {**meta, "sha256": hashlib.sha256(blob).hexdigest()})
 

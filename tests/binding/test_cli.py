@@ -1,0 +1,48 @@
+"""The `binding` command: what a user types, and the one-line errors for mistakes."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def binding(*args):
+    return subprocess.run([sys.executable, "-m", "binding.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_sample_prints_examples_in_words():
+    out = binding("sample", "--preset", "cpu", "--n", "3", "--count", "2")
+    assert out.returncode == 0
+    assert out.stdout.count("N=3") == 2 and "answer" in out.stdout
+
+
+def test_train_then_evaluate_writes_the_results_schema(tmp_path):
+    run = tmp_path / "run"
+    assert binding("train", "--preset", "smoke", "--out", str(run), "--seed", "2", "--quiet").returncode == 0
+    out = binding("evaluate", "--run", str(run), "--out", str(tmp_path / "e.json"), "--samples", "32")
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "e.json").read_text())
+    assert set(result["accuracy_by_n"]) == {"2", "3", "4", "5", "6"}
+    assert result["samples_per_n"] == 32 and result["ood_range"] == [5, 6]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--preset", "smoke", "--out", "X", "model.n_layrs=3"], "unknown config field 'model.n_layrs'"),
+    (["train", "--preset", "smoke", "--out", "X", "train.lr=fast"], "train.lr: expected float"),
+    (["train", "--preset", "smoke", "--out", "X", "task.ood_n=5,99"], "N=99"),
+    (["train", "--preset", "smoke", "--out", "X", "model.pos_encoding=alibi"], "not one of"),
+    (["train", "--preset", "smoke", "--out", "X", "lr"], "section.field=value"),
+    (["evaluate", "--run", "no/such/run"], "run config not found"),
+    (["sample", "--preset", "smoke", "--n", "50"], "larger than the vocabularies"),
+])
+def test_bad_input_gets_one_clear_message_and_no_traceback(args, message, tmp_path):
+    args = [str(tmp_path / a) if a == "X" else a for a in args]
+    out = binding(*args)
+    assert out.returncode == 2
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "X").exists()  # nothing was created for a rejected command
+
+
+def test_unknown_preset_is_rejected_by_the_parser():
+    out = binding("train", "--preset", "huge", "--out", "x")
+    assert out.returncode == 2 and "invalid choice" in out.stderr
