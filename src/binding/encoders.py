@@ -355,10 +355,18 @@ class HFBackbone(nn.Module):
         if not (path / "config.json").exists():
             raise UserError(f"no Hugging Face model folder at {path} (config.json missing); "
                             "save one with model.save_pretrained(path)")
+        hf_log = transformers.utils.logging
+        verbosity, bars = hf_log.get_verbosity(), hf_log.is_progress_bar_enabled()
+        hf_log.set_verbosity_error()  # no load report about an unused pooler, no progress bars
+        hf_log.disable_progress_bar()
         try:
             self.model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
         except (OSError, ValueError, KeyError) as e:
             raise UserError(f"cannot load a Hugging Face model from {path}: {e}") from None
+        finally:
+            hf_log.set_verbosity(verbosity)
+            if bars:
+                hf_log.enable_progress_bar()
         cfg = self.model.config
         size = getattr(cfg, "image_size", None)
         size = size[0] if isinstance(size, (list, tuple)) else size
