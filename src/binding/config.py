@@ -32,8 +32,11 @@ class TrainConfig:
         "help": "auxiliary intermediate-hop loss (not in the paper; spec §7): predict the queried "
                 "shape at the query position from the residual after hop_loss_layer"})
     hop_loss_layer: int = field(default=2, metadata={"help": "read the hop loss after this many blocks"})
-    hop_loss_off_at_threshold: bool = field(default=True, metadata={
-        "help": "switch the hop loss off once the threshold holds (extra_steps then run without it)"})
+    one_hop_fraction: float = field(default=0.0, metadata={
+        "help": "share of training queries that ask with the shape (shape -> item), a training aid"})
+    aids_off_at_threshold: bool = field(default=True, metadata={
+        "help": "switch the hop loss and one-hop queries off once the threshold holds "
+                "(extra_steps then train on the paper's task alone)"})
     checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
     final_samples_per_n: int = field(default=1000, metadata={"help": "held-out samples per N in the final evaluation"})
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})

@@ -182,7 +182,8 @@ def is_heldout(tokens: np.ndarray, fraction: float) -> np.ndarray:
     return (_hash_rows(tokens) % np.uint64(1 << 20)).astype(np.float64) < fraction * (1 << 20)
 
 
-def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray) -> dict[str, np.ndarray]:
+def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fraction: float = 0.0
+           ) -> dict[str, np.ndarray]:
     b, nmax = len(n), int(n.max())
     voc = Vocab.of(cfg)
     slot = np.arange(nmax)[None, :]
@@ -210,7 +211,10 @@ def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray) -> dict[str
     tokens[rr, 3 + 2 * n[rr] + 2 * cc] = voc.item0 + items[rr, obj]
     tokens[np.arange(b), 2 + 4 * n] = QUE
     query_pos = 3 + 4 * n
-    tokens[np.arange(b), query_pos] = voc.color0 + colors[np.arange(b), query_slot]
+    # a one-hop example asks with the shape itself (shape -> item): a training aid, never evaluated
+    one_hop = rng.random(b) < one_hop_fraction if one_hop_fraction > 0 else np.zeros(b, dtype=bool)
+    tokens[np.arange(b), query_pos] = np.where(one_hop, voc.shape0 + shapes[np.arange(b), query_slot],
+                                               voc.color0 + colors[np.arange(b), query_slot])
 
     return dict(
         tokens=tokens, n=n, colors=np.where(real, colors, -1), shapes=np.where(real, shapes, -1),
@@ -222,8 +226,12 @@ def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray) -> dict[str
 
 
 def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
-                 n_range: tuple[int, int] | None = None, split: str = "train") -> Batch:
+                 n_range: tuple[int, int] | None = None, split: str = "train",
+                 one_hop_fraction: float = 0.0) -> Batch:
     """Sample `batch_size` examples with N ~ U{n_range} (default cfg.train_n).
+
+    one_hop_fraction: share of examples whose query is the shape instead of the colour (the
+    one-hop sub-task, a training aid; spec §7).
 
     split="train" never returns a held-out example; split="eval" returns only held-out ones.
     """
@@ -235,7 +243,7 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
     while need > 0:
         draw = need if split == "train" else max(64, int(need / cfg.heldout_fraction * 1.3))
         n = rng.integers(lo, hi + 1, size=draw + (draw // 8 + 4 if split == "train" else 0))
-        ex = _build(cfg, rng, n)
+        ex = _build(cfg, rng, n, one_hop_fraction if split == "train" else 0.0)
         keep = is_heldout(ex["tokens"], cfg.heldout_fraction)
         keep = keep if split == "eval" else ~keep
         idx = np.nonzero(keep)[0][:need]

@@ -140,8 +140,10 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
             break
         step = state["step"]
         model.train()
-        batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step))
-        hop_on = tc.hop_loss_weight > 0 and not (tc.hop_loss_off_at_threshold and state["threshold_step"] is not None)
+        aids_on = not (tc.aids_off_at_threshold and state["threshold_step"] is not None)
+        batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step),
+                             one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0)
+        hop_on = tc.hop_loss_weight > 0 and aids_on
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         loss, stats = losses(model, batch, tc.hop_loss_weight if hop_on else 0.0, tc.hop_loss_layer, device)
