@@ -51,17 +51,22 @@ def ablation_specs(preset: str, seeds: list[int], extra: tuple[str, ...] = ()) -
     specs = []
     base = ("model.arch=mlp", *extra)
     for s in seeds:
+        # The default ResiliNet (scheme 1, survival 0.9, all skips) appears in three groups; it
+        # shares one run directory and is trained once.
+        default = f"resilinet-default-s{s}"
         for scheme in (1, 2, 3, 4):
-            specs.append(RunSpec(f"weights{scheme}-s{s}", "weights", f"scheme {scheme}",
+            specs.append(RunSpec(default if scheme == 1 else f"weights{scheme}-s{s}", "weights", f"scheme {scheme}",
                                  (*base, "model.method=resilinet", f"model.weight_scheme={scheme}"), s, preset))
         for rate in ("0.95", "0.9", "0.7", "0.5", "variable"):
-            specs.append(RunSpec(f"failout{rate}-s{s}", "failout", f"survival {rate}",
+            specs.append(RunSpec(default if rate == "0.9" else f"failout{rate}-s{s}", "failout", f"survival {rate}",
                                  (*base, "model.method=resilinet", f"failout.survival={rate}"), s, preset))
         for k in range(2 ** len(HEALTH.all_skips)):
             subset = [l for i, l in enumerate(HEALTH.all_skips) if k >> i & 1]
             text = ",".join(skip_name(l) for l in subset) or "none"
-            specs.append(RunSpec(f"skips-{text.replace(',', '+')}-s{s}", "skips", text,
-                                 (*base, "model.method=resilinet", f"model.skips={text}"), s, preset))
+            full = len(subset) == len(HEALTH.all_skips)
+            name = default if full else f"skips-{text.replace(',', '+')}-s{s}"
+            specs.append(RunSpec(name, "skips", text,
+                                 (*base, "model.method=resilinet", f"model.skips={'all' if full else text}"), s, preset))
         for method in METHODS:
             specs.append(RunSpec(f"partition2-{method}-s{s}", "partition 2", method,
                                  (*base, f"model.method={method}", "model.partition=2"), s, preset))
@@ -87,14 +92,14 @@ def run_all(specs: list[RunSpec], out: Path, jobs: int = 1) -> dict[str, dict]:
     """Run every spec (skipping finished ones), `jobs` at a time; returns {name: results}."""
     runs = out / "runs"
     done: dict[str, dict] = {}
-    todo = []
-    for s in specs:
+    todo, unique = [], list({s.name: s for s in specs}.values())  # equal names = the same run
+    for s in unique:
         res = runs / s.name / "results.json"
         if res.exists():
             done[s.name] = read_json(res, "results")
         else:
             todo.append(s)
-    bar = tqdm(total=len(specs), initial=len(done), desc="runs", unit="run")
+    bar = tqdm(total=len(unique), initial=len(done), desc="runs", unit="run")
     if jobs <= 1:
         for s in todo:
             bar.set_postfix_str(s.name)
