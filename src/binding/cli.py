@@ -4,6 +4,8 @@
     binding train    --preset cpu --out runs/t0 --seed 0   train (resumes if interrupted)
     binding evaluate --run runs/t0 --out eval.json         per-N accuracy on fresh samples
     binding config   --preset cpu                          list every field and its value
+    binding render-samples --out samples.png               a PNG grid of rendered image contexts
+    binding pretrain-encoder --kind cnn --out runs/enc     pretrain a small frozen visual encoder
 
 Any config field can be overridden after the flags: `binding train --preset cpu --out runs/x
 model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`.
@@ -81,6 +83,28 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"-> {args.out}")
 
 
+def _render_config(overrides: list[str]):
+    from .render import RenderConfig
+
+    return cfglib.apply_overrides(RenderConfig(), overrides).validate()
+
+
+def cmd_render_samples(args: argparse.Namespace) -> None:
+    from .render import save_sample_grid
+
+    path = save_sample_grid(args.out, _render_config(args.overrides), n_images=args.count,
+                            n_min=args.n_min, n_max=args.n_max, seed=args.seed)
+    print(f"-> {path}")
+
+
+def cmd_pretrain_encoder(args: argparse.Namespace) -> None:
+    from .encoders import pretrain_encoder
+
+    meta = pretrain_encoder(args.kind, _render_config(args.overrides), args.steps, args.out, seed=args.seed)
+    print(json.dumps(meta.get("eval", {}), indent=2))
+    print(f"-> {Path(args.out) / 'encoder.safetensors'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="binding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +143,24 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                     help="task overrides for evaluation, e.g. task.ood_n=9,16")
     sp.set_defaults(func=cmd_evaluate)
+
+    render_help = "render overrides as field=value, e.g. canvas_px=64 cell_px=16 n_shapes=32"
+    sp = sub.add_parser("render-samples", help="save a PNG grid of rendered image contexts")
+    sp.add_argument("--out", required=True, help="PNG path")
+    sp.add_argument("--count", type=int, default=16, help="images in the grid")
+    sp.add_argument("--n-min", type=int, default=2, help="fewest objects per image")
+    sp.add_argument("--n-max", type=int, default=8, help="most objects per image")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=render_help)
+    sp.set_defaults(func=cmd_render_samples)
+
+    sp = sub.add_parser("pretrain-encoder", help="pretrain a small visual encoder on rendered shapes")
+    sp.add_argument("--kind", choices=["cnn", "vit"], default="cnn")
+    sp.add_argument("--out", required=True, help="folder for encoder.safetensors + encoder.json")
+    sp.add_argument("--steps", type=int, default=600, help="training steps (cnn: 600, vit: 400 suffice)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=render_help)
+    sp.set_defaults(func=cmd_pretrain_encoder)
     return p
 
 

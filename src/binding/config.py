@@ -32,6 +32,9 @@ class TrainConfig:
         "help": "auxiliary intermediate-hop loss (not in the paper; spec §7): predict the queried "
                 "shape at the query position from the residual after hop_loss_layer"})
     hop_loss_layer: int = field(default=2, metadata={"help": "read the hop loss after this many blocks"})
+    prev_token_loss_weight: float = field(default=0.0, metadata={
+        "help": "auxiliary previous-token loss at every position (a training aid, not in the paper)"})
+    prev_token_layer: int = field(default=1, metadata={"help": "read the previous-token loss after this many blocks"})
     one_hop_fraction: float = field(default=0.0, metadata={
         "help": "share of training queries that ask with the shape (shape -> item), a training aid"})
     aids_off_at_threshold: bool = field(default=True, metadata={
@@ -49,8 +52,10 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
-        if self.hop_loss_weight > 0 and not 1 <= self.hop_loss_layer <= n_layers:
-            raise UserError(f"train.hop_loss_layer={self.hop_loss_layer} must be in 1..model.n_layers={n_layers}")
+        for weight, layer, name in ((self.hop_loss_weight, self.hop_loss_layer, "hop_loss_layer"),
+                                    (self.prev_token_loss_weight, self.prev_token_layer, "prev_token_layer")):
+            if weight > 0 and not 1 <= layer <= n_layers:
+                raise UserError(f"train.{name}={layer} must be in 1..model.n_layers={n_layers}")
         return self
 
 

@@ -47,6 +47,8 @@ class ModelConfig:
     max_len: int = field(default=512, metadata={"help": "longest sequence (learned positions, RoPE cache)"})
     rope_base: float = field(default=10000.0, metadata={"help": "RoPE frequency base"})
     tie_embeddings: bool = field(default=False, metadata={"help": "unembedding shares the token embedding"})
+    init_std: float = field(default=0.02, metadata={
+        "help": "normal init std of linear and embedding weights (0 = PyTorch's default inits)"})
 
     def validate(self) -> "ModelConfig":
         if min(self.n_layers, self.d_model, self.n_heads, self.d_ff) < 1:
@@ -129,14 +131,14 @@ class Transformer(nn.Module):
             cos, sin = rope_tables(cfg.d_model // cfg.n_heads, cfg.max_len, cfg.rope_base)
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
-        self.apply(self._init)
+        if cfg.init_std > 0:
+            self.apply(self._init)
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
 
-    @staticmethod
-    def _init(m: nn.Module) -> None:
+    def _init(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, std=0.02)
+            nn.init.normal_(m.weight, std=self.cfg.init_std)
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 

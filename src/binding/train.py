@@ -30,7 +30,7 @@ from lab.seeding import seed_everything, step_rng
 from .config import BindingConfig
 from .evaluate import EVAL_STREAM_TRAINING, accuracy_by_n, evaluate, token_predictor
 from .model import Transformer
-from .task import Batch, Vocab, sample_batch
+from .task import PAD, Batch, Vocab, sample_batch
 
 CHECKPOINT = "checkpoint"
 
@@ -55,29 +55,43 @@ def build_model(cfg: BindingConfig) -> Transformer:
     return Transformer(cfg.model, Vocab.of(cfg.task).size)
 
 
-def losses(model: Transformer, batch: Batch, hop_weight: float, hop_layer: int, device: str
+def losses(model: Transformer, batch: Batch, tc, aids_on: bool, device: str
            ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Answer-token cross-entropy (+ the optional intermediate-hop loss read after `hop_layer`)."""
+    """Answer-token cross-entropy, plus (while training aids are on) the optional auxiliary losses:
+
+    hop loss         at the query position, the residual after `hop_loss_layer` blocks, read out
+                     through the final norm + unembedding, predicts the first hop (queried shape);
+    prev-token loss  at every real position, the residual after `prev_token_layer` blocks predicts
+                     the previous token (a dense signal for the previous-token heads that both hops
+                     are built on).
+    """
     tokens, qpos = batch.tokens.to(device), batch.query_pos.to(device)
     rows = torch.arange(len(batch), device=device)
-    captured: dict[str, torch.Tensor] = {}
-    handle = None
-    if hop_weight > 0:
-        hook = model.blocks[hop_layer - 1].hook_resid_post
-        handle = hook.register_forward_hook(lambda m, i, out: captured.__setitem__("r", out))
+    hop_w = tc.hop_loss_weight if aids_on else 0.0
+    prev_w = tc.prev_token_loss_weight if aids_on else 0.0
+    wanted = {layer for layer, w in ((tc.hop_loss_layer, hop_w), (tc.prev_token_layer, prev_w)) if w > 0}
+    captured: dict[int, torch.Tensor] = {}
+    handles = [model.blocks[layer - 1].hook_resid_post.register_forward_hook(
+        lambda m, i, out, layer=layer: captured.__setitem__(layer, out)) for layer in wanted]
     try:
         logits = model(tokens, positions=qpos)                                    # [B, V]
     finally:
-        if handle is not None:
-            handle.remove()
+        for h in handles:
+            h.remove()
     answer_loss = F.cross_entropy(logits, batch.answer.to(device))
     stats = {"loss": answer_loss.item(), "train_acc": (logits.argmax(-1).cpu() == batch.answer).float().mean().item()}
     total = answer_loss
-    if hop_weight > 0:
-        hop_logits = model.readout(captured["r"][rows, qpos])                     # [B, V]
+    if hop_w > 0:
+        hop_logits = model.readout(captured[tc.hop_loss_layer][rows, qpos])       # [B, V]
         hop_loss = F.cross_entropy(hop_logits, batch.hop_target.to(device))
-        total = total + hop_weight * hop_loss
+        total = total + hop_w * hop_loss
         stats["hop_loss"] = hop_loss.item()
+    if prev_w > 0:
+        resid = captured[tc.prev_token_layer][:, 1:]                               # [B, T-1, D]
+        target = tokens[:, :-1].masked_fill(tokens[:, 1:] == PAD, -100)             # ignore padding
+        prev_loss = F.cross_entropy(model.readout(resid).flatten(0, 1), target.flatten(), ignore_index=-100)
+        total = total + prev_w * prev_loss
+        stats["prev_token_loss"] = prev_loss.item()
     return total, stats
 
 
@@ -143,10 +157,9 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         aids_on = not (tc.aids_off_at_threshold and state["threshold_step"] is not None)
         batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step),
                              one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0)
-        hop_on = tc.hop_loss_weight > 0 and aids_on
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
-        loss, stats = losses(model, batch, tc.hop_loss_weight if hop_on else 0.0, tc.hop_loss_layer, device)
+        loss, stats = losses(model, batch, tc, aids_on, device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:
@@ -164,7 +177,7 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
             if state["streak"] >= tc.stop_patience and state["threshold_step"] is None:
                 state["threshold_step"] = step
             state["train_seconds"] = time.perf_counter() - t0
-            log.append({"step": step, "lr": lr_at(step - 1, tc), **stats, "hop_loss_on": hop_on,
+            log.append({"step": step, "lr": lr_at(step - 1, tc), **stats, "aids_on": aids_on,
                         "id_accuracy": id_acc, "accuracy_by_n": {str(k): v for k, v in acc.items()},
                         "threshold_step": state["threshold_step"], "seconds": round(state["train_seconds"], 2)})
             bar.set_postfix(loss=f"{stats['loss']:.3f}", id_acc=f"{id_acc:.3f}")

@@ -75,7 +75,8 @@ def test_early_stopping_ends_the_run_after_the_threshold_holds_plus_extra_steps(
     assert results["threshold_step"] == 2 * cfg.train.eval_every
     assert results["steps"] == results["threshold_step"] + 5
     rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["hop_loss_on"] and not rows[-1]["hop_loss_on"]  # the hop loss switches off
+    assert rows[0]["aids_on"] and "hop_loss" in rows[0]
+    assert not rows[-1]["aids_on"] and "hop_loss" not in rows[-1]  # the training aids switch off
 
 
 def test_a_run_directory_with_another_config_is_refused(tmp_path):
