@@ -79,8 +79,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(format_table(results))
     print("first mistakes:\n" + "\n".join(results["mistakes"][:args.mistakes]))
     if args.out:
+        from .plots import plot_accuracy_by_n
+
         atomic_write_json(args.out, {**results, "run": str(args.run)})
-        print(f"-> {args.out}")
+        png = plot_accuracy_by_n({Path(args.run).name: results}, Path(args.out).with_suffix(".png"))
+        print(f"-> {args.out}, {png}")
 
 
 def _render_config(overrides: list[str]):

@@ -30,6 +30,7 @@ from lab.seeding import seed_everything, step_rng
 from .config import BindingConfig
 from .evaluate import EVAL_STREAM_TRAINING, accuracy_by_n, evaluate, token_predictor
 from .model import Transformer
+from .plots import plot_accuracy_by_n
 from .task import PAD, Batch, Vocab, sample_batch
 
 CHECKPOINT = "checkpoint"
@@ -199,6 +200,8 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         "train_seconds": round(state["train_seconds"], 1),
     })
     atomic_write_json(run_dir / "results.json", results)
+    plot_accuracy_by_n({run_dir.name: results}, run_dir / "accuracy_by_n.png",
+                       f"{run_dir.name}: ID {results['id_accuracy']:.3f}, OOD {results['ood_accuracy']:.3f}")
     return results
 
 
