@@ -111,3 +111,13 @@ def test_resuming_with_a_different_config_is_refused(tmp_path, capsys):
     (tmp_path / "run" / "results.json").unlink()
     assert main(["train", "--quiet", "--out", run, *TINY, "train.epochs=1", "train.lr=0.01"]) == 2
     assert "different config" in capsys.readouterr().err
+
+
+def test_cnn_training_with_per_sample_failout_and_augmentation(tmp_path):
+    run = tmp_path / "cnn"
+    argv = ["train", "--quiet", "--out", str(run), "model.arch=mobilenet", "model.width=0.25",
+            "model.method=resilinet", "failout.granularity=sample", "failout.survival=0.8,0.6",
+            "train.augment=true", "data.name=digits", "data.limit=200", "train.epochs=1"]
+    assert main(argv) == 0
+    res = json.loads((run / "results.json").read_text())
+    assert res["nodes"] == ["f", "e"] and res["checks"]["inside_brackets"]

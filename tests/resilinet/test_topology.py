@@ -54,3 +54,24 @@ def test_skip_subsets_parse_by_name_and_reject_unknown_links():
 def test_unknown_reliability_setting_is_a_user_error():
     with pytest.raises(UserError, match="hazardous"):
         CNN.reliabilities("terrible")
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+prob = st.floats(0.0, 1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(prob, prob, prob)
+def test_health_p_no_path_has_the_closed_form(r_f1, r_f2, r_e):
+    """Cut off iff f2 dead and (f1 or e dead); vanilla iff anything dead."""
+    r = (r_f1, r_f2, r_e)
+    assert p_no_path(HEALTH, r) == pytest.approx((1 - r_f2) * (1 - r_f1 * r_e), abs=1e-12)
+    assert p_no_path(HEALTH.with_skips(()), r) == pytest.approx(1 - r_f1 * r_f2 * r_e, abs=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(prob, prob)
+def test_cnn_p_no_path_has_the_closed_form(r_f, r_e):
+    """Cut off iff both die (iot->f and e->cloud each bypass one)."""
+    assert p_no_path(CNN, (r_f, r_e)) == pytest.approx((1 - r_f) * (1 - r_e), abs=1e-12)
