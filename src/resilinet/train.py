@@ -39,6 +39,10 @@ CHECKPOINT = "checkpoint"
 
 def load_splits(cfg: Config, seed: int) -> Splits:
     d = cfg.data
+    if d.root is None and d.name in ("mhealth", "cifar10"):
+        what = "the UCI MHEALTHDATASET folder" if d.name == "mhealth" else "CIFAR-10's binary batches"
+        raise UserError(f"data.name={d.name} needs data.root=DIR pointing at {what} "
+                        f"(or use --preset cpu for the embedded Fashion-MNIST)")
     return load_dataset(d.name, d.root, seed=seed, limit=d.limit, flatten=cfg.model.arch == "mlp",
                         legacy_mhealth=d.legacy_mhealth)
 

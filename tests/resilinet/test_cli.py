@@ -32,6 +32,8 @@ def test_every_subcommand_has_help(command, capsys):
     (["train", "--out", "X", "model.arch=vgg"], "model.arch: 'vgg' is not one of"),
     (["train", "--out", "X", "noequals"], "not of the form section.field=value"),
     (["evaluate", "--run", "/nonexistent/run", "--out", "e.json"], "run directory not found"),
+    (["train", "--out", "X", "--preset", "paper"], "needs data.root=DIR"),
+    (["train", "--out", "X", "data.name=fashion-mnist", "data.root=/nonexistent"], "/nonexistent"),
     (["reproduce", "--out", "X", "--seeds", "a,b"], "--seeds"),
     (["reproduce", "--out", "X", "model.arch=mlp"], "sets model.arch and model.method itself"),
     (["ablate", "--out", "X", "--only", "dropout"], "--only: 'dropout'"),
