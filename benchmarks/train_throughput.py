@@ -21,6 +21,7 @@ from torch import nn
 from binding.config import preset
 from binding.model import Transformer
 from binding.task import Vocab, sample_batch
+from lab.config import apply_overrides
 
 
 class TextbookTransformer(nn.Module):
@@ -64,8 +65,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
     ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.pos_encoding=learned")
     args = ap.parse_args()
-    cfg = preset(args.preset)
+    cfg = apply_overrides(preset(args.preset), args.overrides)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)  # measure what training uses
     vocab = Vocab.of(cfg.task).size
     batches = [sample_batch(cfg.task, cfg.train.batch_size, np.random.default_rng(i)) for i in range(args.steps)]
     tokens_per_step = float(np.mean([b.tokens.numel() for b in batches]))
@@ -112,7 +116,7 @@ def main() -> None:
     print(f"ours / textbook = {ratio:.2f}x")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"preset": args.preset, "threads": torch.get_num_threads(), "matmul_peak_flop_per_s": peak,
+    out.write_text(json.dumps({"preset": args.preset, "overrides": args.overrides, "threads": torch.get_num_threads(), "matmul_peak_flop_per_s": peak,
                                "models": rows, "ratio_ours_over_textbook": ratio}, indent=2))
 
 

@@ -83,19 +83,25 @@ class Attention(nn.Module):
         self.hook_attn_scores = HookPoint()
         self.hook_pattern = HookPoint()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor] | None
                 ) -> torch.Tensor:
+        """mask: [B or 1, 1, T, T] bool (True = may attend), or None for plain causal attention."""
         b, t, d = x.shape
-        q, k, v = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3x [B,H,T,hd]
-        if rope is not None:
-            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        qkv = self.qkv(x).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # [3,B,H,T,hd]
+        if rope is not None:  # rotate q and k in one call: fewer small ops, which dominate on CPU
+            q, k = apply_rope(qkv[:2], *rope).unbind(0)
+            v = qkv[2]
+        else:
+            q, k, v = qkv.unbind(0)
         if self.hook_attn_scores.has_hooks() or self.hook_pattern.has_hooks():
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)            # [B,H,T,T]
+            if mask is None:
+                mask = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             scores = self.hook_attn_scores(scores.masked_fill(~mask, float("-inf")))
             pattern = self.hook_pattern(scores.softmax(dim=-1))
             y = pattern @ v
         else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)
         return self.out(y.transpose(1, 2).reshape(b, t, d))
 
 
@@ -110,7 +116,7 @@ class Block(nn.Module):
         self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, rope) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope) -> torch.Tensor:
         x = self.hook_resid_pre(x)
         x = x + self.hook_attn_out(self.attn(self.ln1(x), mask, rope))
         x = x + self.hook_mlp_out(self.mlp(self.ln2(x)))
@@ -142,11 +148,12 @@ class Transformer(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def attention_mask(self, t: int, attendable: torch.Tensor | None, device) -> torch.Tensor:
-        """[B or 1, 1, T, T] bool, True = may attend: causal, minus unattendable keys (but self)."""
-        causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
+    def attention_mask(self, t: int, attendable: torch.Tensor | None, device) -> torch.Tensor | None:
+        """[B, 1, T, T] bool, True = may attend: causal, minus unattendable keys (but self).
+        None when every position is attendable: plain causal attention (the fused kernel's fast path)."""
         if attendable is None:
-            return causal[None, None]
+            return None
+        causal = torch.ones(t, t, dtype=torch.bool, device=device).tril()
         eye = torch.eye(t, dtype=torch.bool, device=device)
         return (causal & (attendable[:, None, :] | eye))[:, None]
 
