@@ -6,6 +6,8 @@
     binding config   --preset cpu                          list every field and its value
     binding render-samples --out samples.png               a PNG grid of rendered image contexts
     binding pretrain-encoder --kind cnn --out runs/enc     pretrain a small frozen visual encoder
+    binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
+    binding reproduce --preset cpu --out runs/repro        every regime, table.json, report.md, figure
 
 Any config field can be overridden after the flags: `binding train --preset cpu --out runs/x
 model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`.
@@ -108,6 +110,46 @@ def cmd_pretrain_encoder(args: argparse.Namespace) -> None:
     print(f"-> {Path(args.out) / 'encoder.safetensors'}")
 
 
+def _curriculum_configs(args: argparse.Namespace):
+    from .curriculum import CURRICULUM_PRESETS, split_overrides
+
+    run_over, cur_over = split_overrides(args.overrides)
+    cfg = cfglib.apply_overrides(preset(args.preset), run_over).validate()
+    cur = cfglib.apply_overrides(CURRICULUM_PRESETS[args.preset](), cur_over).validate(cfg)
+    return cfg, cur
+
+
+def cmd_curriculum(args: argparse.Namespace) -> None:
+    from .curriculum import ensure_encoder, regimes, run_regime
+
+    cfg, cur = _curriculum_configs(args)
+    if args.encoder_only:
+        cur = ensure_encoder(cur, Path(args.out) / "encoder", quiet=args.quiet)
+        print(f"encoder: {cur.encoder.path or cur.encoder.kind}")
+        return
+    if not args.regime:
+        raise UserError(f"--regime is required; choose one of {list(regimes(cur))}")
+    res = run_regime(args.regime, cfg, cur, args.out, args.seed, quiet=args.quiet)
+    for st in res["stages"]:
+        print(f"{st['stage']:>10}: {st['steps']:5d} steps (threshold at {st['threshold_step']}), "
+              f"text OOD after it {st['text_ood_accuracy']:.4f}  [{st['run_dir']}]")
+    print(f"{args.regime}: text ID {res['id_accuracy']:.4f}  text OOD {res['ood_accuracy']:.4f}  "
+          f"total steps {res['total_steps']}")
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from .reproduce import reproduce
+
+    _curriculum_configs(args)  # bad overrides fail here, not in every job
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError("--seeds must be >= 1")
+    table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet)
+    for e in table:
+        print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
+              f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy']})")
+    print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="binding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,6 +206,26 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=render_help)
     sp.set_defaults(func=cmd_pretrain_encoder)
+    cur_help = "overrides as section.field=value; curriculum.* fields set the curriculum (e.g. curriculum.stage_lr=5e-4)"
+    sp = sub.add_parser("curriculum", help="train one regime (text-only, noise-text, image-text, ...)")
+    sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="run and curriculum preset")
+    sp.add_argument("--regime", help="text-only | noise-text | image-text | noise-image-text | mixed-from-start | "
+                                     "text-only-equal-compute")
+    sp.add_argument("--out", required=True, help="root folder; stages nest under OUT/seedS/ and are shared")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("--encoder-only", action="store_true", help="only pretrain the embedded encoder into OUT/encoder")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
+    sp.set_defaults(func=cmd_curriculum)
+
+    sp = sub.add_parser("reproduce", help="train every regime, write table.json, report.md and a figure")
+    sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seeds", type=int, default=None, help="seeds per regime (default: the preset's; cpu 1)")
+    sp.add_argument("--workers", type=int, default=2, help="jobs in parallel (one thread each)")
+    sp.add_argument("--quiet", action="store_true")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
+    sp.set_defaults(func=cmd_reproduce)
     return p
 
 

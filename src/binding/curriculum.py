@@ -1,0 +1,423 @@
+"""Training regimes (curricula, spec §4): a list of stages, each starting from the previous stage's weights.
+
+A stage trains on one data mode: text, noise (text with unattendable noise tokens), image (the
+context as an image), or mix (a share `mix_image_fraction` of batches are image batches, the rest
+text). It runs until its ID accuracy (measured in its own mode; a mix stage takes the lower of text
+and image) holds at the threshold, then `stage_extra_steps` more; a stage that never gets there
+stops at `stage_max_steps`. The named regimes:
+
+    text-only                 text
+    noise-text                text -> noise
+    image-text                text -> image -> mix (20% image / 80% text)
+    noise-image-text          text -> noise -> image -> mix
+    mixed-from-start          mix, from scratch
+    text-only-equal-compute   text -> more text, as many steps in all as the longest regime (same seed)
+
+Stage directories nest by prefix, so regimes that share a prefix share its stages:
+
+    OUT/seed0/text/                       the text stage = `binding train` (config, metrics, checkpoint, results)
+    OUT/seed0/text/noise/image/mix20/     a later stage: same files; its init comes from its parent folder
+    OUT/seed0/<regime>/results.json       the regime's final text-only evaluation + its stages
+    OUT/seed0/<regime>/metrics.jsonl      every stage's rows with global_step, and a stage_start row per stage
+
+The first stage of a regime trains from scratch with the run config's train section (and its
+training aids); later stages use the curriculum's stage_lr with a short warmup, then a constant
+rate, and no aids. Every stage is resumable exactly as `train` is. The headline of every regime is
+the text-only evaluation per N of its final model.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lab import config as cfglib
+from lab.checkpoint import (checkpoint_exists, load_checkpoint, optimizer_from_tensors,
+                            optimizer_to_tensors, save_checkpoint)
+from lab.errors import UserError
+from lab.io import atomic_write_json, read_json
+from lab.rundir import MetricsLog, write_config
+from lab.seeding import seed_everything, step_rng
+
+from .config import BindingConfig
+from .encoders import EncoderConfig, encoder_stem, pretrain_encoder
+from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
+from .image_task import ContextBatch, ImageSide, grounding_loss, model_inputs, sample_context
+from .render import RenderConfig
+from .train import CHECKPOINT, build_model, lr_at, resolve_device, train
+
+MODES = ("text", "noise", "image", "mix")
+MATCH_LONGEST = -1  # fixed_steps sentinel: as many steps in all as the longest other regime
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    stage_lr: float = field(default=1e-3, metadata={"help": "AdamW rate of every stage after the first"})
+    stage_warmup_steps: int = field(default=50, metadata={"help": "warmup of later stages (then constant)"})
+    stage_max_steps: int = field(default=600, metadata={"help": "cap on a later stage's steps"})
+    stage_extra_steps: int = field(default=200, metadata={"help": "steps after a later stage's threshold holds"})
+    mix_image_fraction: float = field(default=0.2, metadata={"help": "share of image batches in a mix stage"})
+    noise_fill_to: int = field(default=0, metadata={
+        "help": "noise tokens fill the context to this many tokens (0 = the image token count)"})
+    grounding_fraction: float = field(default=0.15, metadata={
+        "help": "share of image batches that add the feature-grounding losses (both directions)"})
+    grounding_weight: float = field(default=1.0, metadata={"help": "weight of the grounding losses"})
+    render: RenderConfig = field(default_factory=lambda: RenderConfig(canvas_px=48, cell_px=8, sprite_px=8,
+                                                                      patch_px=8))
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder_pretrain_steps: int = field(default=400, metadata={
+        "help": "steps to pretrain the embedded encoder when encoder.path is empty"})
+
+    def validate(self, cfg: BindingConfig) -> "CurriculumConfig":
+        self.render.validate()
+        if not 0.0 <= self.mix_image_fraction <= 1.0 or not 0.0 <= self.grounding_fraction <= 1.0:
+            raise UserError("curriculum.mix_image_fraction and grounding_fraction must be in [0, 1]")
+        if cfg.task.train_n[1] > self.render.max_objects:
+            raise UserError(f"train N up to {cfg.task.train_n[1]} does not fit {self.render.max_objects} image cells")
+        longest = 1 + max(self.noise_fill_to or self.render.n_tokens, 2 * cfg.task.train_n[1]) + 2 + 2 * cfg.task.train_n[1] + 2
+        if longest > cfg.model.max_len:
+            raise UserError(f"noise/image contexts need {longest} positions; model.max_len={cfg.model.max_len}")
+        return self
+
+    def fill_to(self) -> int:
+        return self.noise_fill_to or self.render.n_tokens
+
+
+@dataclass(frozen=True)
+class Stage:
+    mode: str
+    image_fraction: float = 0.0   # mix stages
+    fixed_steps: int = 0          # > 0: exactly this many steps, no threshold; MATCH_LONGEST: resolved at run time
+
+    @property
+    def tag(self) -> str:
+        if self.mode == "mix":
+            return f"mix{round(100 * self.image_fraction)}"
+        if self.fixed_steps:
+            return f"{self.mode}+{self.fixed_steps}"
+        return self.mode
+
+
+def regimes(cur: CurriculumConfig) -> dict[str, list[Stage]]:
+    text, noise, image, mix = Stage("text"), Stage("noise"), Stage("image"), Stage("mix", cur.mix_image_fraction)
+    return {
+        "text-only": [text],
+        "noise-text": [text, noise],
+        "image-text": [text, image, mix],
+        "noise-image-text": [text, noise, image, mix],
+        "mixed-from-start": [mix],
+        "text-only-equal-compute": [text, Stage("text", fixed_steps=MATCH_LONGEST)],
+    }
+
+
+def needs_images(stages: list[Stage]) -> bool:
+    return any(s.mode in ("image", "mix") for s in stages)
+
+
+# ---------------------------------------------------------------------------------------------
+# One stage
+
+
+def context_losses(model, image_side, cb: ContextBatch, tc, aids_on: bool, ground: float, task, device: str
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The answer loss; while aids are on, the hop and previous-token losses (`train.losses`, with
+    noise and image positions excluded); on grounding batches, the grounding losses."""
+    qpos = cb.query_pos.to(device)
+    rows = torch.arange(len(cb), device=device)
+    hop_w = tc.hop_loss_weight if aids_on else 0.0
+    prev_w = tc.prev_token_loss_weight if aids_on else 0.0
+    wanted = {layer for layer, w in ((tc.hop_loss_layer, hop_w), (tc.prev_token_layer, prev_w)) if w > 0}
+    captured: dict[int, torch.Tensor] = {}
+    handles = [model.blocks[layer - 1].hook_resid_post.register_forward_hook(
+        lambda m, i, out, layer=layer: captured.__setitem__(layer, out)) for layer in wanted]
+    try:
+        logits, resid = model(**model_inputs(cb, model.cfg.d_model, image_side, device), positions=qpos,
+                              return_resid=True)                                    # [B, V], [B, T, D]
+    finally:
+        for h in handles:
+            h.remove()
+    answer = cb.text.answer.to(device)
+    total = F.cross_entropy(logits, answer)
+    stats = {"loss": total.item(), "train_acc": (logits.argmax(-1) == answer).float().mean().item()}
+    if hop_w > 0:
+        hop_loss = F.cross_entropy(model.readout(captured[tc.hop_loss_layer][rows, qpos]), cb.text.hop_target.to(device))
+        total = total + hop_w * hop_loss
+        stats["hop_loss"] = hop_loss.item()
+    if prev_w > 0:
+        tokens, text = cb.tokens.to(device), cb.text_mask.to(device)
+        target = tokens[:, :-1].masked_fill(~(text[:, 1:] & text[:, :-1]), -100)   # text after text only
+        prev_loss = F.cross_entropy(model.readout(captured[tc.prev_token_layer][:, 1:]).flatten(0, 1),
+                                    target.flatten(), ignore_index=-100)
+        total = total + prev_w * prev_loss
+        stats["prev_token_loss"] = prev_loss.item()
+    if ground > 0 and cb.images is not None:
+        g_loss, g_stats = grounding_loss(model, image_side, cb, resid, task, device)
+        total = total + ground * g_loss
+        stats.update(g_stats)
+    return total, stats
+
+
+@torch.no_grad()
+def mode_accuracy(model, image_side, mode: str, cfg: BindingConfig, cur: CurriculumConfig, samples_per_n: int,
+                  seed: int, device: str) -> dict[int, float]:
+    """ID accuracy per N on held-out examples in one mode (text | noise | image)."""
+    acc = {}
+    for n in range(cfg.task.id_n[0], cfg.task.id_n[1] + 1):
+        rng = step_rng(seed, n, EVAL_STREAM_TRAINING)
+        cb = sample_context(mode, cfg.task, samples_per_n, rng, noise_fill_to=cur.fill_to(), image_side=image_side,
+                            n_range=(n, n), split="eval")
+        logits = model(**model_inputs(cb, model.cfg.d_model, image_side, device), positions=cb.query_pos.to(device))
+        acc[n] = (logits.argmax(-1).cpu() == cb.text.answer).float().mean().item()
+    return acc
+
+
+def stage_eval(model, image_side, stage: Stage, cfg, cur, samples: int, seed: int, device: str) -> dict:
+    modes = ("text", "image") if stage.mode == "mix" else (stage.mode,)
+    out = {}
+    for mode in modes:
+        acc = mode_accuracy(model, image_side, mode, cfg, cur, samples, seed, device)
+        out[f"{mode}_id_accuracy"] = sum(acc.values()) / len(acc)
+        out[f"{mode}_accuracy_by_n"] = {str(k): v for k, v in acc.items()}
+    out["stage_id_accuracy"] = min(out[f"{m}_id_accuracy"] for m in modes)
+    return out
+
+
+def _stage_config(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, parent: Path | None) -> dict:
+    return json.loads(json.dumps({
+        "config": cfglib.to_dict(cfg), "curriculum": cfglib.to_dict(cur), "stage": dataclasses.asdict(stage),
+        "parent": str(parent) if parent else None,
+        # the image vocabulary may be smaller than the text one (spec §3): recorded here
+        "image_vocab": {"n_colors": min(cfg.task.n_colors, cur.render.n_colors),
+                        "n_shapes": min(cfg.task.n_shapes, cur.render.n_shapes),
+                        "text_n_colors": cfg.task.n_colors, "text_n_shapes": cfg.task.n_shapes,
+                        "image_tokens": cur.render.n_tokens, "noise_fill_to": cur.fill_to()}}))
+
+
+def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir: Path, parent: Path | None,
+              seed: int, quiet: bool = True, index: int = 0) -> dict:
+    """Train one stage into stage_dir, starting from parent's checkpoint (None: from scratch).
+    index: the stage's place in its regime (0 = first); it picks the data stream."""
+    tc = cfg.train
+    stage_dir = Path(stage_dir)
+    settings = _stage_config(cfg, cur, stage, parent)
+    if (stage_dir / "config.json").exists():
+        saved = read_json(stage_dir / "config.json", "stage config")
+        if {k: saved.get(k) for k in settings} != settings or saved.get("seed") != seed:
+            raise UserError(f"{stage_dir} holds a stage with other settings; use another --out")
+    if (stage_dir / "results.json").exists():
+        return read_json(stage_dir / "results.json")
+    device = resolve_device(tc.device)
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    seed_everything(seed)
+    model = build_model(cfg).to(device)
+    parent_tensors = load_checkpoint(parent / CHECKPOINT)[0] if parent else {}
+    has_image = stage.mode in ("image", "mix") or any(k.startswith("image.") for k in parent_tensors)
+    image_side = ImageSide(cur.encoder, cur.render, cfg.model.d_model).to(device) if has_image else None
+    if parent:  # the previous stage's weights (its optimizer state is not carried over)
+        model.load_state_dict({k[6:]: v for k, v in parent_tensors.items() if k.startswith("model.")})
+        if image_side is not None and any(k.startswith("image.") for k in parent_tensors):
+            image_side.load_state_dict({k[6:]: v for k, v in parent_tensors.items() if k.startswith("image.")})
+    params = list(model.parameters()) + ([p for p in image_side.parameters() if p.requires_grad] if image_side else [])
+    from_scratch = parent is None
+    steps_cap = stage.fixed_steps or (tc.max_steps if from_scratch else cur.stage_max_steps)
+    sched = tc if from_scratch else dataclasses.replace(tc, lr=cur.stage_lr, warmup_steps=cur.stage_warmup_steps,
+                                                        min_lr_ratio=1.0)  # constant after warmup
+    extra = tc.extra_steps if from_scratch else cur.stage_extra_steps
+    opt = torch.optim.AdamW(params, lr=sched.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
+    log = MetricsLog(stage_dir / "metrics.jsonl")
+    state = {"step": 0, "streak": 0, "threshold_step": None, "train_seconds": 0.0}
+    if checkpoint_exists(stage_dir / CHECKPOINT):
+        tensors, meta = load_checkpoint(stage_dir / CHECKPOINT)
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if image_side is not None:
+            image_side.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("image.")})
+        optimizer_from_tensors(opt, tensors, meta["optimizer"])
+        state = meta["state"]
+        log.truncate_after(state["step"])
+        print(f"resuming {stage_dir} from step {state['step']}", file=sys.stderr)
+    else:
+        write_config(stage_dir, settings.pop("config"), seed, {**settings, "n_params": model.n_params()})
+        log.truncate_after(-1)
+
+    def checkpoint() -> None:
+        opt_tensors, opt_meta = optimizer_to_tensors(opt)
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
+        if image_side is not None:
+            tensors |= {f"image.{k}": v for k, v in image_side.state_dict().items()}
+        save_checkpoint(stage_dir / CHECKPOINT, tensors, {
+            "state": state, "optimizer": opt_meta, "seed": seed, "stage": dataclasses.asdict(stage),
+            "model_config": cfglib.to_dict(cfg.model), "task_config": cfglib.to_dict(cfg.task)})
+
+    crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))
+    stream = 100 + MODES.index(stage.mode) + 10 * index   # data unlike the other stages'
+    t0 = time.perf_counter() - state["train_seconds"]
+    last_eval: dict = {}
+
+    def done(step: int) -> bool:
+        if stage.fixed_steps:
+            return step >= stage.fixed_steps
+        return step >= steps_cap or (state["threshold_step"] is not None and step >= state["threshold_step"] + extra)
+
+    while not done(state["step"]):
+        step = state["step"]
+        model.train()
+        if image_side is not None:
+            image_side.train()
+        aids_on = from_scratch and not (tc.aids_off_at_threshold and state["threshold_step"] is not None)
+        rng = step_rng(seed, step, stream)
+        mode = stage.mode
+        if mode == "mix":
+            mode = "image" if rng.random() < stage.image_fraction else "text"
+        cb = sample_context(mode, cfg.task, tc.batch_size, rng, noise_fill_to=cur.fill_to(), image_side=image_side,
+                            one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0)
+        ground = cur.grounding_weight if mode == "image" and rng.random() < cur.grounding_fraction else 0.0
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, sched)
+        loss, stats = context_losses(model, image_side, cb, tc, aids_on, ground, cfg.task, device)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if tc.grad_clip:
+            torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
+        opt.step()
+        state["step"] = step = step + 1
+        if step % tc.eval_every == 0 or done(step):
+            model.eval()
+            if image_side is not None:
+                image_side.eval()
+            last_eval = stage_eval(model, image_side, stage, cfg, cur, tc.eval_samples_per_n, seed, device)
+            ok = last_eval["stage_id_accuracy"] >= tc.stop_threshold
+            state["streak"] = state["streak"] + 1 if ok else 0
+            if state["streak"] >= tc.stop_patience and state["threshold_step"] is None and not stage.fixed_steps:
+                state["threshold_step"] = step
+            state["train_seconds"] = time.perf_counter() - t0
+            log.append({"step": step, "stage": stage.tag, "batch_mode": mode, "lr": lr_at(step - 1, sched), **stats,
+                        "aids_on": aids_on, **last_eval, "threshold_step": state["threshold_step"],
+                        "seconds": round(state["train_seconds"], 2)})
+            if not quiet:
+                print(f"{stage_dir.name} step {step}: stage ID {last_eval['stage_id_accuracy']:.3f}", file=sys.stderr)
+        if step % tc.checkpoint_every == 0:
+            state["train_seconds"] = time.perf_counter() - t0
+            checkpoint()
+        if crash_at and step == crash_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+    state["train_seconds"] = time.perf_counter() - t0
+    checkpoint()
+    model.eval()
+    if image_side is not None:
+        image_side.eval()
+    if not last_eval:
+        last_eval = stage_eval(model, image_side, stage, cfg, cur, tc.eval_samples_per_n, seed, device)
+    results = evaluate(token_predictor(model, device), cfg.task, tc.final_samples_per_n, seed)
+    results.update({
+        "steps": state["step"], "threshold_step": state["threshold_step"],
+        "reached_threshold": state["threshold_step"] is not None, "seed": seed, "stage": stage.tag,
+        "mode": stage.mode, **{k: v for k, v in last_eval.items() if not k.endswith("by_n")},
+        "train_seconds": round(state["train_seconds"], 1)})
+    atomic_write_json(stage_dir / "results.json", results)
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# A regime: its stages in order, then a summary folder
+
+
+def ensure_encoder(cur: CurriculumConfig, cache_dir: Path, seed: int = 0, quiet: bool = True) -> CurriculumConfig:
+    """Fill in encoder.path: pretrain the embedded encoder into cache_dir once if it is not there."""
+    if cur.encoder.path or cur.encoder.kind == "linear":
+        return cur
+    cache_dir = Path(cache_dir)
+    if not checkpoint_exists(encoder_stem(cache_dir)):
+        pretrain_encoder(cur.encoder.kind, cur.render, cur.encoder_pretrain_steps, cache_dir, seed,
+                         log=None if quiet else print)
+    return dataclasses.replace(cur, encoder=dataclasses.replace(cur.encoder, path=str(cache_dir)))
+
+
+def longest_total_steps(seed_dir: Path, exclude: str) -> int:
+    totals = []
+    for p in Path(seed_dir).glob("*/regime.json"):
+        res = read_json(p)
+        if res["regime"] != exclude and not res["regime"].startswith("text-only"):
+            totals.append(res["total_steps"])
+    if not totals:
+        raise UserError(f"text-only-equal-compute needs the other regimes of {seed_dir} trained first")
+    return max(totals)
+
+
+def run_regime(name: str, cfg: BindingConfig, cur: CurriculumConfig, out: str | Path, seed: int,
+               quiet: bool = True) -> dict:
+    """Train every stage of regime `name` (reusing stages already in OUT), then summarise it."""
+    cfg = cfg.validate()
+    cur = cur.validate(cfg)
+    table = regimes(cur)
+    if name not in table:
+        raise UserError(f"unknown regime {name!r}; choose one of {list(table)}")
+    stages = table[name]
+    out = Path(out)
+    seed_dir = out / f"seed{seed}"
+    if needs_images(stages):
+        cur = ensure_encoder(cur, out / "encoder", quiet=quiet)
+    parent, summary, rows, offset = None, [], [], 0
+    stage_dir = seed_dir
+    for i, stage in enumerate(stages):
+        if stage.fixed_steps == MATCH_LONGEST:
+            stage = dataclasses.replace(stage, fixed_steps=max(1, longest_total_steps(seed_dir, name) - offset))
+        stage_dir = stage_dir / stage.tag
+        if i == 0 and stage.mode == "text":
+            res = train(cfg, stage_dir, seed, quiet=True)      # the text stage is exactly `binding train`
+        else:
+            res = run_stage(cfg, cur, stage, stage_dir, parent, seed, quiet, index=i)
+        rows.append({"event": "stage_start", "stage": stage.tag, "mode": stage.mode, "stage_index": i,
+                     "global_step": offset, "init_from": str(parent) if parent else None})
+        for r in MetricsLog(stage_dir / "metrics.jsonl").rows():
+            rows.append({**r, "stage": stage.tag, "stage_index": i, "global_step": offset + r["step"]})
+        summary.append({"stage": stage.tag, "mode": stage.mode, "steps": res["steps"],
+                        "threshold_step": res["threshold_step"], "reached_threshold": res["reached_threshold"],
+                        "start_step": offset, "text_ood_accuracy": res["ood_accuracy"], "run_dir": str(stage_dir),
+                        "train_seconds": res["train_seconds"]})
+        offset += res["steps"]
+        parent = stage_dir
+    regime_dir = seed_dir / name
+    regime_dir.mkdir(parents=True, exist_ok=True)
+    with open(regime_dir / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    result = {"regime": name, "seed": seed, "total_steps": offset, "stages": summary, "final_run_dir": str(stage_dir),
+              **{k: res[k] for k in ("accuracy_by_n", "id_accuracy", "ood_accuracy", "id_range", "ood_range",
+                                     "samples_per_n", "mistakes")}}
+    atomic_write_json(regime_dir / "regime.json", result)
+    return result
+
+
+def _curriculum_smoke() -> CurriculumConfig:
+    """Seconds (tests): 16 image tokens, a trainable linear patch embedding instead of a pretrained CNN."""
+    return CurriculumConfig(stage_max_steps=20, stage_extra_steps=10, stage_warmup_steps=5,
+                            render=RenderConfig(canvas_px=32, cell_px=8, sprite_px=8, patch_px=8, n_colors=12,
+                                                n_shapes=12),
+                            encoder=EncoderConfig(kind="linear"), encoder_pretrain_steps=20)
+
+
+def _curriculum_paper() -> CurriculumConfig:
+    """Toward the paper (GPU): 224-px images, 196 patch tokens; the image shape vocabulary (89 shapes
+    at 14-px sprites) is smaller than the text one (216), as spec §3 allows."""
+    return CurriculumConfig(stage_lr=1e-4, stage_warmup_steps=500, stage_max_steps=50_000, stage_extra_steps=2000,
+                            render=RenderConfig(canvas_px=224, cell_px=16, sprite_px=14, patch_px=16,
+                                                n_colors=216, n_shapes=89),
+                            encoder_pretrain_steps=2000)
+
+
+CURRICULUM_PRESETS = {"smoke": _curriculum_smoke, "cpu": CurriculumConfig, "paper": _curriculum_paper}
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], list[str]]:
+    """`curriculum.x=v` overrides (prefix stripped) apart from the run config's."""
+    cur = [o.split(".", 1)[1] for o in overrides if o.startswith("curriculum.")]
+    return [o for o in overrides if not o.startswith("curriculum.")], cur

@@ -1,0 +1,140 @@
+"""`binding reproduce`: every regime of spec §4, text-only evaluation per N, the table and the figure.
+
+    binding reproduce --preset cpu --out runs/repro            # one seed per regime (the cpu preset)
+
+Jobs run as `binding curriculum` subprocesses, `--workers` at a time (one torch thread each), in
+dependency order: the text stage first (text-only), then the regimes that extend it, the
+equal-compute control last (it needs the other regimes' step counts). Regimes that share a prefix
+share its stage folders, so the text stage is trained once per seed. The embedded encoder is
+pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are kept and an
+interrupted one continues from its checkpoint. Writes
+
+    OUT/table.json     one entry per regime: regime, seeds, id_accuracy_mean, ood_accuracy_mean,
+                       ood_accuracy_sd (over seeds), accuracy_by_n_mean, run_dirs
+    OUT/report.md      the table beside the paper's numbers
+    OUT/accuracy_by_n.png
+    OUT/logs/*.log     each job's output
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from lab.errors import UserError
+from lab.io import atomic_write_json, read_json
+from lab.report import md_table, mean_sd
+
+from .plots import plot_accuracy_by_n
+
+PAPER_OOD = {"text-only": 37.2, "noise-text": 57.5, "image-text": 69.5, "noise-image-text": 83.6}
+SEEDS = {"smoke": 1, "cpu": 1, "paper": 4}
+REGIME_ORDER = ("text-only", "noise-text", "noise-image-text", "image-text", "mixed-from-start",
+                "text-only-equal-compute")   # also the scheduling priority (critical path first)
+DEPENDS = {"text-only": [], "noise-text": ["text-only"], "image-text": ["text-only", "@encoder"],
+           "noise-image-text": ["noise-text", "@encoder"], "mixed-from-start": ["@encoder"],
+           "text-only-equal-compute": [r for r in REGIME_ORDER if r != "text-only-equal-compute"]}
+
+
+def _command(preset: str, out: Path, overrides: list[str], regime: str | None, seed: int) -> list[str]:
+    cmd = [sys.executable, "-m", "binding.cli", "curriculum", "--preset", preset, "--out", str(out), "--quiet"]
+    cmd += ["--encoder-only"] if regime is None else ["--regime", regime, "--seed", str(seed)]
+    return cmd + list(overrides)
+
+
+def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], workers: int, quiet: bool) -> None:
+    jobs = {("@encoder", 0): []} | {(r, s): [(d, 0 if d == "@encoder" else s) for d in DEPENDS[r]]
+                                     for s in seeds for r in REGIME_ORDER}
+    done, running, failed = set(), {}, []
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.time()
+    while len(done) + len(failed) < len(jobs):
+        ready = [j for j in jobs if j not in done and j not in running and j not in failed
+                 and all(d in done for d in jobs[j])]
+        ready.sort(key=lambda j: (0 if j[0] == "@encoder" else 1 + REGIME_ORDER.index(j[0]), j[1]))
+        while ready and len(running) < workers:
+            job = ready.pop(0)
+            name = "encoder" if job[0] == "@encoder" else f"{job[0]}-seed{job[1]}"
+            log = open(out / "logs" / f"{name}.log", "w")
+            cmd = _command(preset, out, overrides, None if job[0] == "@encoder" else job[0], job[1])
+            running[job] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, name)
+            if not quiet:
+                print(f"[{time.time() - t0:6.0f}s] start {name}", flush=True)
+        if not running:
+            blocked = [j for j in jobs if j not in done and j not in failed]
+            failed += blocked   # their dependencies failed
+            break
+        time.sleep(1.0)
+        for job, (proc, log, name) in list(running.items()):
+            if proc.poll() is None:
+                continue
+            log.close()
+            del running[job]
+            (done.add(job) if proc.returncode == 0 else failed.append(job))
+            if not quiet:
+                print(f"[{time.time() - t0:6.0f}s] {'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
+    if failed:
+        raise UserError(f"{len(failed)} job(s) failed or were blocked: "
+                        + ", ".join(f"{r}/seed{s}" for r, s in failed) + f"; see {out / 'logs'}")
+
+
+def summarize(out: Path, seeds: list[int]) -> list[dict]:
+    table = []
+    for regime in REGIME_ORDER:
+        runs = [read_json(out / f"seed{s}" / regime / "regime.json") for s in seeds
+                if (out / f"seed{s}" / regime / "regime.json").exists()]
+        if not runs:
+            continue
+        ood_mean, ood_sd = mean_sd([r["ood_accuracy"] for r in runs])
+        ns = list(runs[0]["accuracy_by_n"])
+        table.append({
+            "regime": regime, "seeds": [r["seed"] for r in runs],
+            "id_accuracy_mean": mean_sd([r["id_accuracy"] for r in runs])[0],
+            "ood_accuracy_mean": ood_mean, "ood_accuracy_sd": ood_sd,
+            "accuracy_by_n_mean": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[0] for n in ns},
+            "total_steps_mean": mean_sd([r["total_steps"] for r in runs])[0],
+            "stages": [[(st["stage"], st["steps"], st["reached_threshold"]) for st in r["stages"]] for r in runs],
+            "id_range": runs[0]["id_range"], "ood_range": runs[0]["ood_range"],
+            "run_dirs": [str(out / f"seed{r['seed']}" / regime) for r in runs],
+            "paper_ood_accuracy": PAPER_OOD.get(regime),
+        })
+    return table
+
+
+def write_report(out: Path, table: list[dict], preset: str, wall_s: float) -> Path:
+    rows = []
+    for e in table:
+        sd = f" +- {100 * e['ood_accuracy_sd']:.1f}" if len(e["seeds"]) > 1 else " (1 seed)"
+        paper = f"{e['paper_ood_accuracy']:.1f}" if e["paper_ood_accuracy"] is not None else "-"
+        stages = " -> ".join(f"{s}:{n}{'' if ok else '*'}" for s, n, ok in e["stages"][0])
+        rows.append([e["regime"], f"{100 * e['ood_accuracy_mean']:.1f}{sd}", paper,
+                     f"{100 * e['id_accuracy_mean']:.1f}", f"{e['total_steps_mean']:.0f}", stages])
+    png = plot_accuracy_by_n({e["regime"]: {"accuracy_by_n": e["accuracy_by_n_mean"], "id_range": e["id_range"]}
+                              for e in table}, out / "accuracy_by_n.png",
+                             f"text-only accuracy by N, preset {preset}, mean over seeds")
+    text = (f"# Binding study: curricula (preset {preset})\n\n"
+            f"Text-only evaluation of each regime's final model. OOD = N {table[0]['ood_range'][0]}.."
+            f"{table[0]['ood_range'][1]}, ID = N {table[0]['id_range'][0]}..{table[0]['id_range'][1]}. "
+            f"Paper numbers: mean text OOD accuracy (its N 9..32, its model and encoders).\n\n"
+            + md_table(["regime", "ours: text OOD % (mean +- sd)", "paper: text OOD %", "ours: text ID %",
+                        "steps", "stages (steps; * = threshold not reached)"], rows)
+            + f"\n![accuracy by N]({png.name})\n\nWall time of `binding reproduce`: {wall_s:.0f} s.\n")
+    (out / "report.md").write_text(text)
+    return out / "report.md"
+
+
+def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides: list[str] | None = None,
+              workers: int = 2, quiet: bool = False) -> list[dict]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_list = list(range(seeds or SEEDS.get(preset, 1)))
+    t0 = time.time()
+    run_jobs(preset, out, seed_list, overrides or [], workers, quiet)
+    wall_s = time.time() - t0
+    table = summarize(out, seed_list)
+    atomic_write_json(out / "table.json", table)
+    write_report(out, table, preset, wall_s)
+    return table

@@ -1,0 +1,179 @@
+"""Curricula (spec §3, §4): noise tokens, image contexts, feature grounding, stage order and reuse, resume."""
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from binding.config import preset
+from binding.curriculum import CURRICULUM_PRESETS, context_losses, ensure_encoder, regimes, run_regime
+from binding.encoders import EncoderConfig
+from binding.image_task import ImageSide, add_noise, model_inputs, sample_context
+from binding.reproduce import summarize, write_report
+from binding.task import BOS, CTX_END, NOISE, Vocab, sample_batch
+from binding.train import build_model
+
+SMOKE = preset("smoke")
+CUR = CURRICULUM_PRESETS["smoke"]()
+D = SMOKE.model.d_model
+
+
+def rng(k):
+    return np.random.default_rng(k)
+
+
+def test_noise_fills_the_context_and_never_splits_a_pair():
+    batch = sample_batch(SMOKE.task, 32, rng(0))
+    cb = add_noise(batch, 12, rng(1), SMOKE.task)
+    for i in range(len(batch)):
+        n = int(batch.n[i])
+        row, orig = cb.tokens[i].tolist(), batch.tokens[i].tolist()
+        end = row.index(CTX_END)
+        assert row[0] == BOS and end == 1 + max(12, 2 * n)
+        ctx = row[1:end]
+        assert ctx.count(NOISE) == max(0, 12 - 2 * n)
+        assert [t for t in ctx if t != NOISE] == orig[1:1 + 2 * n]          # objects keep their order
+        for j, t in enumerate(ctx):                                          # colour then its shape, adjacent
+            if Vocab.of(SMOKE.task).color0 <= t < Vocab.of(SMOKE.task).shape0:
+                assert ctx[j + 1] == orig[orig.index(t) + 1]
+        assert row[end:int(cb.query_pos[i]) + 1] == orig[1 + 2 * n:4 + 4 * n]  # associations and query intact
+        assert (~cb.attendable[i]).sum() == ctx.count(NOISE)
+        assert all(row[p] == NOISE for p in torch.nonzero(~cb.attendable[i]).flatten().tolist())
+
+
+def test_noise_tokens_are_never_attended_and_carry_no_loss():
+    torch.manual_seed(0)
+    model = build_model(SMOKE).eval()
+    cb = add_noise(sample_batch(SMOKE.task, 16, rng(2)), 14, rng(3), SMOKE.task)
+    noise = ~cb.attendable
+    other = dataclasses.replace(cb, tokens=cb.tokens.masked_scatter(
+        noise, torch.randint(5, model.vocab_size, (int(noise.sum()),))))
+    assert not torch.equal(other.tokens, cb.tokens)
+    with torch.no_grad():
+        a = model(cb.tokens, attendable=cb.attendable)
+        b = model(other.tokens, attendable=other.attendable)
+        assert torch.allclose(a[~noise], b[~noise], atol=1e-5)                # nothing else sees them
+        assert not torch.allclose(a[noise], b[noise])
+        la = context_losses(model, None, cb, SMOKE.train, True, 0.0, SMOKE.task, "cpu")[1]
+        lb = context_losses(model, None, other, SMOKE.train, True, 0.0, SMOKE.task, "cpu")[1]
+    assert la["prev_token_loss"] == lb["prev_token_loss"] and la["loss"] == lb["loss"]
+
+
+def test_image_tokens_sit_between_bos_and_ctx_end():
+    torch.manual_seed(0)
+    side = ImageSide(CUR.encoder, CUR.render, D)
+    cb = sample_context("image", SMOKE.task, 8, rng(4), image_side=side)
+    k = side.frontend.n_tokens
+    assert k == CUR.render.n_tokens == cb.n_image_tokens
+    assert (cb.tokens[:, 0] == BOS).all() and (cb.tokens[:, k + 1] == CTX_END).all()
+    kw = model_inputs(cb, D, side, "cpu")
+    assert kw["embeds_at"][:, 1:k + 1].all() and int(kw["embeds_at"].sum()) == 8 * k
+    voc = Vocab.of(SMOKE.task)
+    q = cb.tokens[torch.arange(8), cb.query_pos]
+    assert ((q >= voc.color0) & (q < voc.shape0)).all()                      # the query is still a text colour
+    model = build_model(SMOKE).eval()
+    with torch.no_grad():                                                    # the image reaches the query
+        a = model(**kw, positions=cb.query_pos)
+        kw["input_embeds"] = torch.zeros_like(kw["input_embeds"])
+        b = model(**kw, positions=cb.query_pos)
+    assert not torch.allclose(a, b)
+
+
+def test_image_shape_vocabulary_may_be_smaller_than_the_text_one():
+    render = dataclasses.replace(CUR.render, n_shapes=5)
+    side = ImageSide(EncoderConfig(kind="linear"), render, D)
+    cb = sample_context("image", SMOKE.task, 64, rng(5), n_range=(2, 4), image_side=side)
+    voc = Vocab.of(SMOKE.task)
+    assert int(cb.text.shapes.max()) < 5
+    shapes = cb.tokens[(cb.tokens >= voc.shape0) & (cb.tokens < voc.item0)]
+    assert int(shapes.max()) < voc.shape0 + 5                                # text ids of the small vocabulary
+    assert torch.equal(cb.text.answer, voc.item0 + cb.text.items[torch.arange(64), cb.text.query_slot])
+
+
+def test_feature_grounding_trains_both_directions():
+    torch.manual_seed(0)
+    model, side = build_model(SMOKE), ImageSide(CUR.encoder, CUR.render, D)
+    cb = sample_context("image", SMOKE.task, 16, rng(6), image_side=side)
+    loss, stats = context_losses(model, side, cb, SMOKE.train, False, 1.0, SMOKE.task, "cpu")
+    assert stats["ground_img2text"] > 0 and stats["ground_text2img"] > 0
+    loss.backward()
+    assert side.where.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in side.frontend.projector.parameters())
+
+
+def test_embedded_cnn_encoder_is_pretrained_once_and_frozen(tmp_path):
+    cur = dataclasses.replace(CUR, encoder=EncoderConfig(kind="cnn"), encoder_pretrain_steps=2)
+    cur = ensure_encoder(cur, tmp_path / "enc")
+    stamp = (tmp_path / "enc" / "encoder.safetensors").stat().st_mtime_ns
+    assert ensure_encoder(dataclasses.replace(cur, encoder=EncoderConfig(kind="cnn")), tmp_path / "enc").encoder.path
+    assert (tmp_path / "enc" / "encoder.safetensors").stat().st_mtime_ns == stamp
+    side = ImageSide(cur.encoder, cur.render, D)
+    assert not any(p.requires_grad for p in side.frontend.encoder.parameters())
+    cb = sample_context("image", SMOKE.task, 4, rng(7), image_side=side)
+    assert model_inputs(cb, D, side, "cpu")["input_embeds"].shape == (4, cb.tokens.shape[1], D)
+
+
+def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
+    table = regimes(CUR)
+    assert [s.mode for s in table["noise-image-text"]] == ["text", "noise", "image", "mix"]
+    assert [s.mode for s in table["image-text"]] == ["text", "image", "mix"]
+    assert [s.mode for s in table["noise-text"]] == ["text", "noise"]
+    assert [s.mode for s in table["mixed-from-start"]] == ["mix"]
+    assert table["image-text"][-1].image_fraction == 0.2
+
+    res = run_regime("noise-image-text", SMOKE, CUR, tmp_path, 0)
+    seed_dir = tmp_path / "seed0"
+    rows = [json.loads(line) for line in (seed_dir / "noise-image-text" / "metrics.jsonl").read_text().splitlines()]
+    starts = [r for r in rows if r.get("event") == "stage_start"]
+    assert [r["stage"] for r in starts] == ["text", "noise", "image", "mix20"]
+    steps = [r["global_step"] for r in rows]
+    assert steps == sorted(steps) and res["total_steps"] == sum(s["steps"] for s in res["stages"])
+    assert [r["global_step"] for r in starts] == [s["start_step"] for s in res["stages"]]
+    image_cfg = json.loads((seed_dir / "text/noise/image/config.json").read_text())
+    assert image_cfg["parent"] == str(seed_dir / "text/noise") and image_cfg["stage"]["mode"] == "image"
+    assert image_cfg["image_vocab"]["image_tokens"] == CUR.render.n_tokens
+
+    text_results = seed_dir / "text" / "results.json"
+    stamp = text_results.stat().st_mtime_ns
+    res2 = run_regime("image-text", SMOKE, CUR, tmp_path, 0)                 # reuses the text stage
+    assert text_results.stat().st_mtime_ns == stamp
+    assert res2["stages"][0]["run_dir"] == str(seed_dir / "text")
+    assert json.loads((seed_dir / "text/image/config.json").read_text())["parent"] == str(seed_dir / "text")
+
+    eq = run_regime("text-only-equal-compute", SMOKE, CUR, tmp_path, 0)
+    assert eq["total_steps"] == max(res["total_steps"], res2["total_steps"])
+    assert [s["mode"] for s in eq["stages"]] == ["text", "text"]
+
+    table = summarize(tmp_path, [0])
+    assert {e["regime"] for e in table} == {"noise-image-text", "image-text", "text-only-equal-compute"}
+    report = write_report(tmp_path, table, "smoke", 1.0).read_text()
+    assert "83.6" in report and (tmp_path / "accuracy_by_n.png").exists()
+
+
+def _comparable(stage_dir):
+    results = json.loads((stage_dir / "results.json").read_text())
+    results.pop("train_seconds")
+    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        r.pop("seconds")
+    return results, rows
+
+
+def test_a_stage_resumes_after_kill_9(tmp_path):
+    over = ["curriculum.stage_max_steps=40", "curriculum.stage_extra_steps=40"]
+    run_regime("text-only", SMOKE, CUR, tmp_path / "a", 0)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    cmd = [sys.executable, "-m", "binding.cli", "curriculum", "--preset", "smoke", "--regime", "noise-text",
+           "--seed", "0", "--quiet", *over]
+    whole = subprocess.run(cmd + ["--out", str(tmp_path / "a")], capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    env = {**os.environ, "BINDING_CRASH_AT_STEP": "30"}                      # after the checkpoint at 20
+    crashed = subprocess.run(cmd + ["--out", str(tmp_path / "b")], capture_output=True, text=True, env=env, timeout=300)
+    assert crashed.returncode != 0 and not (tmp_path / "b/seed0/text/noise/results.json").exists()
+    resumed = subprocess.run(cmd + ["--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0 and "resuming" in resumed.stderr
+    assert _comparable(tmp_path / "a/seed0/text/noise") == _comparable(tmp_path / "b/seed0/text/noise")
