@@ -46,3 +46,14 @@ def test_bad_input_gets_one_clear_message_and_no_traceback(args, message, tmp_pa
 def test_unknown_preset_is_rejected_by_the_parser():
     out = binding("train", "--preset", "huge", "--out", "x")
     assert out.returncode == 2 and "invalid choice" in out.stderr
+
+
+@pytest.mark.parametrize("preset", ["smoke", "cpu", "paper"])
+def test_every_preset_trains_and_writes_results(preset, tmp_path):
+    # shortened to two steps: this checks that the preset's config runs end to end, not its accuracy
+    out = binding("train", "--preset", preset, "--out", str(tmp_path / preset), "--seed", "1", "--quiet",
+                  "train.max_steps=2", "train.eval_every=1", "train.eval_samples_per_n=2",
+                  "train.final_samples_per_n=2", "train.warmup_steps=1")
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / preset / "results.json").read_text())
+    assert result["steps"] == 2 and result["seed"] == 1
