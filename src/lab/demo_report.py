@@ -1,0 +1,52 @@
+"""One combined report for `make demo`: links each study's own report and lifts its headline.
+
+    python -m lab.demo_report runs/demo        # writes runs/demo/REPORT.md
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _binding_section(demo: Path) -> list[str]:
+    run = demo / "binding" / "text-only"
+    res_path = run / "results.json"
+    if not res_path.exists():
+        return ["## Binding study", "", f"(no results: {res_path} is missing)", ""]
+    res = json.loads(res_path.read_text())
+    lo, hi = res["ood_range"]
+    lines = ["## Binding study: text-only training", "",
+             f"ID accuracy (N {res['id_range'][0]}-{res['id_range'][1]}): **{res['id_accuracy']:.3f}**; "
+             f"OOD accuracy (N {lo}-{hi}): **{res['ood_accuracy']:.3f}** (paper: perfect / 0.372). "
+             f"{res['steps']} steps, {res['train_seconds']} s of training.", "",
+             "| N | " + " | ".join(res["accuracy_by_n"]) + " |",
+             "|---|" + "---|" * len(res["accuracy_by_n"]),
+             "| accuracy | " + " | ".join(f"{a:.2f}" for a in res["accuracy_by_n"].values()) + " |", "",
+             f"![accuracy by N]({(run / 'accuracy_by_n.png').relative_to(demo)})", ""]
+    if res.get("mistakes"):
+        lines += ["First mistakes:", "", "```", *res["mistakes"][:2], "```", ""]
+    return lines
+
+
+def _resilinet_section(demo: Path) -> list[str]:
+    report = demo / "resilinet" / "report.md"
+    if not report.exists():
+        return ["## ResiliNet", "", f"(no results: {report} is missing)", ""]
+    rel = report.parent.relative_to(demo)
+    body = report.read_text().replace("](", f"]({rel}/")  # its figures sit beside it
+    return ["## ResiliNet", "", f"The full report: [{rel}/report.md]({rel}/report.md)", "",
+            *body.splitlines()[1:], ""]
+
+
+def write(demo: Path) -> Path:
+    text = ["# Demo report", "", "Produced by `make demo` (the `cpu` presets of both studies). "
+            "The papers' numbers and the measured ones are compared in docs/RESULTS.md.", "",
+            *_binding_section(demo), *_resilinet_section(demo)]
+    out = demo / "REPORT.md"
+    out.write_text("\n".join(text) + "\n")
+    return out
+
+
+if __name__ == "__main__":
+    print(f"-> {write(Path(sys.argv[1] if len(sys.argv) > 1 else 'runs/demo'))}")
