@@ -1,0 +1,64 @@
+"""One Ray actor per physical node: it holds the node's partition and runs it on request.
+
+    actor = NodeProcess.options(resources={"fog": 1}).remote({"model": module}, threads=1)
+    status_ref, *sent_refs = actor.forward.options(num_returns=1 + len(consumers)).remote(
+        "model", alive, batch_size, *inputs)
+    # inputs: one per producer (priority order), a tensor [B, ...] or None (dead for this request)
+    # alive:  {producer: 1.0 / 0.0}
+    # status: {"node", "pid", "compute_ms"}  (tiny; the router reads it to learn the call succeeded)
+    # sent:   one tensor per consumer (topology.consumers order); the cloud sends its logits [B, C]
+
+A process may host this node's partition of several deployments (e.g. one per method, keyed by
+name): the tests serve all four methods from one set of five processes. The module is the trained
+`PhysicalNode` itself (weights from the run's checkpoint, shipped by
+the service through Ray's object store, so a remote machine needs no copy of the run directory).
+The tensor refs go straight to the consumers' actors: data moves node to node, the router only
+reads the small status.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from .cluster import ray
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
+class NodeProcess:
+    def __init__(self, modules: dict, threads: int = 1):
+        torch.set_num_threads(threads)
+        self.modules = {k: m.eval() for k, m in modules.items()}  # deployment key -> PhysicalNode
+        self.name = next(iter(self.modules.values())).name
+        self.served = 0  # requests (batches) this process answered
+
+    @torch.no_grad()
+    def forward(self, key: str, alive: dict[str, float], batch_size: int, *inputs):
+        t0 = time.perf_counter()
+        node = self.modules[key]
+        sent = node(dict(zip(node.producers, inputs)), alive, batch_size=batch_size)
+        outs = tuple(sent[c] for c in (node.consumers or ("logits",)))
+        self.served += 1
+        status = {"node": self.name, "pid": os.getpid(),
+                  "compute_ms": 1e3 * (time.perf_counter() - t0)}
+        return (status, *outs)
+
+    @torch.no_grad()
+    def health(self) -> dict:
+        """A real forward pass on a zero batch of one, every producer alive (catches a process
+        that answers pings but cannot compute)."""
+        t0 = time.perf_counter()
+        ok = True
+        for node in self.modules.values():
+            if node.producers == ("input",):
+                inputs = {"input": torch.zeros(1, *node.in_shape)}
+            else:
+                inputs = {p: None for p in node.producers}
+            out = node(inputs, {p: 1.0 for p in node.producers}, batch_size=1)
+            ok = ok and all(bool(torch.isfinite(t).all()) for t in out.values())
+        return {"node": self.name, "pid": os.getpid(), "ok": ok, "served": self.served,
+                "compute_ms": 1e3 * (time.perf_counter() - t0)}
+
+    def pid(self) -> int:
+        return os.getpid()

@@ -1,0 +1,211 @@
+"""Node processes and their health: spawn one actor per physical node, health-check each with a
+real forward pass, restart crashed or hung ones; the service keeps running throughout.
+
+Node states (what the router reads):
+    starting    actor created, constructor / first health check not done yet
+    up          last health check passed within `health_deadline_s`
+    down        a call failed (the process is gone); a replacement is being started
+    hung        a health check is overdue; routed around; killed and replaced after `hung_restart_s`
+A "slow" node that misses one request's per-hop deadline is dead for THAT request only (the
+router decides); only the health check moves it to `hung`, so slow and dead are not conflated.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..models import PartitionedModel
+from .cluster import ray, role_of
+from .node import NodeProcess
+
+
+@dataclass
+class RuntimeConfig:
+    hop_deadline_s: float = 0.5      # a producer that has not answered this long after its call is dead for the request
+    health_interval_s: float = 0.2   # health-check period
+    health_deadline_s: float = 1.0   # a health check overdue this long marks the node hung
+    hung_restart_s: float = 2.0      # a node hung this long is killed (SIGKILL via Ray) and replaced
+    start_timeout_s: float = 90.0    # a new actor not healthy after this long is replaced again
+    threads: int = 1                 # torch threads per node process
+    endpoint_wait_s: float = 30.0    # how long a request waits for a crashed IoT/cloud to come back
+
+
+@dataclass
+class NodeState:
+    name: str
+    role: str
+    failure_prone: bool
+    state: str = "starting"
+    handle: object = None
+    generation: int = 0          # incremented on every (re)start; stale failure reports are ignored
+    pid: int | None = None
+    restarts: int = 0
+    since: float = field(default_factory=time.monotonic)   # when `state` was entered
+    pending: tuple | None = None  # (health ref, submitted at)
+    served: int = 0               # requests this node answered (router's count, across restarts)
+    latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+    last_error: str = ""
+    events: list = field(default_factory=list)  # (monotonic time, what) restarts, rejoins
+
+    def summary(self) -> dict:
+        lat = np.array(self.latencies_ms) if self.latencies_ms else None
+        return {"state": self.state, "role": self.role, "pid": self.pid, "restarts": self.restarts,
+                "generation": self.generation, "requests_served": self.served,
+                "state_for_s": round(time.monotonic() - self.since, 3),
+                "latency_ms": ({"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
+                                "p99": float(np.percentile(lat, 99)), "n": int(lat.size)} if lat is not None else None),
+                "last_error": self.last_error}
+
+
+class Supervisor:
+    def __init__(self, models: dict[str, PartitionedModel], cfg: RuntimeConfig | None = None):
+        """`models`: deployment key -> model; all share one chain (one process per physical node
+        hosts that node's partition of each)."""
+        self.cfg = cfg or RuntimeConfig()
+        self.topology = next(iter(models.values())).topology
+        if any(m.topology.chain != self.topology.chain for m in models.values()):
+            raise ValueError("models hosted together must share one chain of physical nodes")
+        self.lock = threading.RLock()
+        self.started = False
+        # The trained modules go to the object store once; every (re)start reads them from there.
+        self.modules = {n: ray.put({k: m.nodes[n].eval() for k, m in models.items()})
+                        for n in self.topology.chain}
+        self.nodes = {n: NodeState(n, role_of(n, self.topology), n in self.topology.failure_prone)
+                      for n in self.topology.chain}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, wait_s: float = 120.0) -> None:
+        if self.started:
+            return
+        self.started = True
+        for n, s in self.nodes.items():
+            if s.handle is None:
+                self._spawn(n)
+        t0 = time.monotonic()
+        while not all(s.state == "up" for s in self.nodes.values()):
+            if time.monotonic() - t0 > wait_s:
+                raise TimeoutError(f"node processes not healthy after {wait_s:.0f} s: "
+                                   f"{ {n: s.state for n, s in self.nodes.items()} }")
+            self.check_once()
+            time.sleep(0.05)
+        self._thread = threading.Thread(target=self._loop, name="resilinet-supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        for s in self.nodes.values():
+            if s.handle is not None:
+                try:
+                    ray.kill(s.handle, no_restart=True)
+                except Exception:  # already gone
+                    pass
+
+    def _spawn(self, name: str) -> None:
+        s = self.nodes[name]
+        s.handle = NodeProcess.options(resources={s.role: 1.0}).remote(self.modules[name], self.cfg.threads)
+        s.generation += 1
+        s.pending, s.pid = None, None
+        self._set(s, "starting")
+
+    def _set(self, s: NodeState, state: str) -> None:
+        if s.state != state:
+            s.events.append((time.monotonic(), state))
+            del s.events[:-50]
+        s.state, s.since = state, time.monotonic()
+
+    def _replace(self, s: NodeState, why: str) -> None:
+        with self.lock:
+            s.last_error = why
+            try:
+                ray.kill(s.handle, no_restart=True)  # SIGKILLs a hung process; no-op for a dead one
+            except Exception:
+                pass
+            s.restarts += 1
+            self._spawn(s.name)
+
+    # -- health --------------------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stop.wait(self.cfg.health_interval_s):
+            try:
+                self.check_once()
+            except Exception as e:  # keep supervising whatever happens to one check
+                print(f"resilinet supervisor: health check error: {e!r}")
+
+    def check_once(self) -> None:
+        now = time.monotonic()
+        for s in self.nodes.values():
+            if s.pending is None:
+                s.pending = (s.handle.health.remote(), now, s.generation)
+        refs = [s.pending[0] for s in self.nodes.values()]
+        ray.wait(refs, num_returns=len(refs), timeout=min(self.cfg.health_interval_s, self.cfg.health_deadline_s))
+        now = time.monotonic()
+        for s in self.nodes.values():
+            ref, sent_at, gen = s.pending
+            if gen != s.generation:
+                s.pending = None
+                continue
+            ready, _ = ray.wait([ref], timeout=0)
+            if ready:
+                s.pending = None
+                try:
+                    h = ray.get(ref)
+                except Exception as e:  # the process died (RayActorError) or the forward raised
+                    self._replace(s, f"health check failed: {type(e).__name__}")
+                    continue
+                with self.lock:
+                    s.pid = h["pid"]
+                    if not h["ok"]:
+                        s.last_error = "health forward pass produced non-finite values"
+                        self._set(s, "hung")
+                    elif s.state != "up":
+                        self._set(s, "up")
+                continue
+            age = now - sent_at
+            if s.state in ("starting",):
+                if age > self.cfg.start_timeout_s:
+                    self._replace(s, f"not healthy {age:.0f} s after start")
+            elif s.state in ("up", "down"):
+                if age > self.cfg.health_deadline_s:
+                    with self.lock:
+                        s.last_error = f"health check overdue ({age:.2f} s)"
+                        self._set(s, "hung")
+            elif s.state == "hung" and now - s.since > self.cfg.hung_restart_s:
+                self._replace(s, f"hung for {now - s.since:.1f} s")
+
+    # -- what the router reports ---------------------------------------------------------------
+    def report_failure(self, name: str, generation: int, why: str) -> None:
+        """A call to `name` failed (its process is gone): route around it now; the next health
+        check replaces it."""
+        with self.lock:
+            s = self.nodes[name]
+            if s.generation == generation and s.state == "up":
+                s.last_error = why
+                self._set(s, "down")
+
+    def routable(self, name: str) -> tuple[object, int] | None:
+        """(actor handle, generation) when `name` is up, else None (route around it)."""
+        with self.lock:
+            s = self.nodes[name]
+            return (s.handle, s.generation) if s.state == "up" else None
+
+    def record(self, name: str, latency_ms: float) -> None:
+        with self.lock:
+            s = self.nodes[name]
+            s.served += 1
+            s.latencies_ms.append(latency_ms)
+
+    def status(self) -> dict:
+        with self.lock:
+            return {n: s.summary() for n, s in self.nodes.items()}
+
+    def pids(self) -> dict[str, int | None]:
+        with self.lock:
+            return {n: (s.pid if s.state == "up" else None) for n, s in self.nodes.items()}
