@@ -65,12 +65,20 @@ class CurriculumConfig:
     stage_warmup_steps: int = field(default=50, metadata={"help": "warmup of later stages (then constant)"})
     stage_max_steps: int = field(default=600, metadata={"help": "cap on a later stage's steps"})
     stage_extra_steps: int = field(default=200, metadata={"help": "steps after a later stage's threshold holds"})
+    scratch_max_steps: int = field(default=1500, metadata={
+        "help": "cap on a first stage that is not text (mixed-from-start); 0 = train.max_steps"})
     mix_image_fraction: float = field(default=0.2, metadata={"help": "share of image batches in a mix stage"})
     noise_fill_to: int = field(default=0, metadata={
         "help": "noise tokens fill the context to this many tokens (0 = the image token count)"})
     grounding_fraction: float = field(default=0.15, metadata={
         "help": "share of image batches that add the feature-grounding losses (both directions)"})
     grounding_weight: float = field(default=1.0, metadata={"help": "weight of the grounding losses"})
+    embed_grounding_weight: float = field(default=1.0, metadata={
+        "help": "image -> text grounding also at the input: an object's patch token regresses onto "
+                "embed(colour) + embed(shape) (0 = off)"})
+    stage_aids: bool = field(default=False, metadata={
+        "help": "later stages also use the run's training aids (hop loss, previous-token loss, one-hop "
+                "queries) until their threshold holds (not in the paper)"})
     render: RenderConfig = field(default_factory=lambda: RenderConfig(canvas_px=48, cell_px=8, sprite_px=8,
                                                                       patch_px=8))
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -127,8 +135,8 @@ def needs_images(stages: list[Stage]) -> bool:
 # One stage
 
 
-def context_losses(model, image_side, cb: ContextBatch, tc, aids_on: bool, ground: float, task, device: str
-                   ) -> tuple[torch.Tensor, dict[str, float]]:
+def context_losses(model, image_side, cb: ContextBatch, tc, aids_on: bool, ground: float, task, device: str,
+                   embed_weight: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
     """The answer loss; while aids are on, the hop and previous-token losses (`train.losses`, with
     noise and image positions excluded); on grounding batches, the grounding losses."""
     qpos = cb.query_pos.to(device)
@@ -139,9 +147,9 @@ def context_losses(model, image_side, cb: ContextBatch, tc, aids_on: bool, groun
     captured: dict[int, torch.Tensor] = {}
     handles = [model.blocks[layer - 1].hook_resid_post.register_forward_hook(
         lambda m, i, out, layer=layer: captured.__setitem__(layer, out)) for layer in wanted]
+    kw = model_inputs(cb, model.cfg.d_model, image_side, device)
     try:
-        logits, resid = model(**model_inputs(cb, model.cfg.d_model, image_side, device), positions=qpos,
-                              return_resid=True)                                    # [B, V], [B, T, D]
+        logits, resid = model(**kw, positions=qpos, return_resid=True)             # [B, V], [B, T, D]
     finally:
         for h in handles:
             h.remove()
@@ -160,7 +168,8 @@ def context_losses(model, image_side, cb: ContextBatch, tc, aids_on: bool, groun
         total = total + prev_w * prev_loss
         stats["prev_token_loss"] = prev_loss.item()
     if ground > 0 and cb.images is not None:
-        g_loss, g_stats = grounding_loss(model, image_side, cb, resid, task, device)
+        g_loss, g_stats = grounding_loss(model, image_side, cb, resid, task, device, kw.get("input_embeds"),
+                                         embed_weight)
         total = total + ground * g_loss
         stats.update(g_stats)
     return total, stats
@@ -229,7 +238,7 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
             image_side.load_state_dict({k[6:]: v for k, v in parent_tensors.items() if k.startswith("image.")})
     params = list(model.parameters()) + ([p for p in image_side.parameters() if p.requires_grad] if image_side else [])
     from_scratch = parent is None
-    steps_cap = stage.fixed_steps or (tc.max_steps if from_scratch else cur.stage_max_steps)
+    steps_cap = stage.fixed_steps or ((cur.scratch_max_steps or tc.max_steps) if from_scratch else cur.stage_max_steps)
     sched = tc if from_scratch else dataclasses.replace(tc, lr=cur.stage_lr, warmup_steps=cur.stage_warmup_steps,
                                                         min_lr_ratio=1.0)  # constant after warmup
     extra = tc.extra_steps if from_scratch else cur.stage_extra_steps
@@ -273,7 +282,8 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         model.train()
         if image_side is not None:
             image_side.train()
-        aids_on = from_scratch and not (tc.aids_off_at_threshold and state["threshold_step"] is not None)
+        aids_on = (from_scratch or cur.stage_aids) and not (tc.aids_off_at_threshold
+                                                             and state["threshold_step"] is not None)
         rng = step_rng(seed, step, stream)
         mode = stage.mode
         if mode == "mix":
@@ -283,7 +293,8 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         ground = cur.grounding_weight if mode == "image" and rng.random() < cur.grounding_fraction else 0.0
         for group in opt.param_groups:
             group["lr"] = lr_at(step, sched)
-        loss, stats = context_losses(model, image_side, cb, tc, aids_on, ground, cfg.task, device)
+        loss, stats = context_losses(model, image_side, cb, tc, aids_on, ground, cfg.task, device,
+                                     cur.embed_grounding_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:

@@ -177,8 +177,10 @@ def model_inputs(cb: ContextBatch, d_model: int, image_side: ImageSide | None, d
 
 
 def grounding_loss(model, image_side: ImageSide, cb: ContextBatch, resid: torch.Tensor, task: TaskConfig,
-                   device: str) -> tuple[torch.Tensor, dict[str, float]]:
-    """Both grounding directions from the final residual stream resid [B, T, D]."""
+                   device: str, input_embeds: torch.Tensor | None = None, embed_weight: float = 0.0
+                   ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Both grounding directions from the final residual stream resid [B, T, D]; with embed_weight,
+    also pull each object's projected patch token toward embed(colour) + embed(shape) (input level)."""
     voc = Vocab.of(task)
     b_idx, o_idx = torch.nonzero(cb.object_token >= 0, as_tuple=True)
     pos = (1 + cb.object_token[b_idx, o_idx]).to(device)                          # image positions
@@ -186,6 +188,9 @@ def grounding_loss(model, image_side: ImageSide, cb: ContextBatch, resid: torch.
     colour_t = (voc.color0 + cb.text.colors[b_idx, o_idx]).to(device)
     shape_t = (voc.shape0 + cb.text.shapes[b_idx, o_idx]).to(device)
     img2text = F.cross_entropy(logits, colour_t) + F.cross_entropy(logits, shape_t)
+    if embed_weight > 0 and input_embeds is not None:
+        target = (model.embed(colour_t) + model.embed(shape_t)).detach()         # [M, D]
+        img2text = img2text + embed_weight * F.mse_loss(input_embeds[b_idx.to(device), pos], target)
     rows = torch.arange(len(cb))
     where_t = cb.object_token[rows, cb.text.query_slot].to(device)                 # [B]
     where_logits = image_side.where(resid[rows.to(device), cb.query_pos.to(device)])
