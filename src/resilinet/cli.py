@@ -1,4 +1,4 @@
-"""`resilinet` command line: train, evaluate, reproduce, ablate, config.
+"""`resilinet` command line: train, evaluate, reproduce, ablate, config; serve, chaos (runtime).
 
 Every subcommand takes a preset (named config) and any number of `section.field=value`
 overrides; `resilinet config --preset cpu` lists every field with its value and meaning.
@@ -33,6 +33,13 @@ Writes OUT/report.md (tables, checks, figures), OUT/summary.json and OUT/runs/<r
     "ablate": """examples:
   resilinet ablate --preset cpu --out runs/ablate
   resilinet ablate --preset cpu --out runs/ablate --only failout,skips --seeds 0""",
+    "serve": """examples:
+  resilinet serve --run runs/mlp-resilinet --host 127.0.0.1 --port 8100
+  curl -s -X POST 127.0.0.1:8100/predict -d '{"inputs": [[0.0, ...784 numbers...]]}'
+  curl -s 127.0.0.1:8100/status""",
+    "chaos": """examples:
+  resilinet chaos --run runs/mlp-resilinet --duration 120 --kill-every 10 --hang-every 15
+  resilinet chaos --run runs/mlp-resilinet --duration 20 --kill-every 5 --hang-every 0 --out /tmp/chaos""",
 }
 
 
@@ -58,6 +65,17 @@ def _seeds(text: str) -> list[int]:
     if not seeds or any(s < 0 for s in seeds):
         raise UserError(f"--seeds: expected non-negative integers, got {text!r}")
     return seeds
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8100 if p.prog.endswith("serve") else 0,
+                   help="HTTP port (serve default 8100; chaos default 0 = any free port)")
+    p.add_argument("--hop-deadline-s", type=float, default=0.5,
+                   help="a producer silent this long after its call is dead for the request (default 0.5)")
+    p.add_argument("--address", default=None,
+                   help="join a running Ray cluster (e.g. 127.0.0.1:6379) whose machines carry the role "
+                        "resources iot/edge/fog/cloud; default: start a local loopback cluster")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +130,32 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--only", default="weights,failout,skips,partition 2",
                            help="comma-separated subset of: weights, failout, skips, partition 2")
         _add_common(p)
+
+    p = sub.add_parser("serve", help="serve a trained run on Ray: one process per node, HTTP endpoint",
+                       formatter_class=fmt, epilog=EXAMPLES["serve"],
+                       description="Start a loopback Ray cluster (or join one with --address), one node "
+                                   "process per physical node holding its partition of the run, and an HTTP "
+                                   "endpoint: POST /predict, GET /status, GET /metrics. Crashed or hung nodes "
+                                   "are routed around and restarted. See docs/resilinet-runtime.md.")
+    p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+    _add_runtime(p)
+
+    p = sub.add_parser("chaos", help="load the service while killing and hanging node processes; report",
+                       formatter_class=fmt, epilog=EXAMPLES["chaos"],
+                       description="Serve a run, drive steady load with test examples, SIGKILL a node "
+                                   "process every --kill-every s and SIGSTOP another for --hang-s every "
+                                   "--hang-every s; write OUT/chaos.json and OUT/chaos.md (requests sent, "
+                                   "answered, failed, lost; alive patterns seen; empirical vs exact accuracy).")
+    p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+    p.add_argument("--out", default=None, help="report directory (default RUN/chaos)")
+    p.add_argument("--duration", type=float, default=120.0, help="seconds of load (default 120)")
+    p.add_argument("--kill-every", type=float, default=10.0, help="seconds between SIGKILLs (0: none; default 10)")
+    p.add_argument("--hang-every", type=float, default=15.0, help="seconds between hangs (0: none; default 15)")
+    p.add_argument("--hang-s", type=float, default=3.0, help="how long a hung node stays stopped (default 3)")
+    p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
+    p.add_argument("--batch", type=int, default=16, help="examples per request (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="seed for examples and victims (default 0)")
+    _add_runtime(p)
 
     p = sub.add_parser("config", help="print the resolved config of a preset + overrides",
                        formatter_class=fmt, epilog=_config_help())
@@ -209,6 +253,52 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_config(args: argparse.Namespace):
+    from .runtime.supervisor import RuntimeConfig
+
+    if not 0 < args.hop_deadline_s <= 60:
+        raise UserError(f"--hop-deadline-s must be in (0, 60], got {args.hop_deadline_s}")
+    if not 0 <= args.port <= 65535:
+        raise UserError(f"--port must be in 0..65535, got {args.port}")
+    return RuntimeConfig(hop_deadline_s=args.hop_deadline_s)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    cfg = _runtime_config(args)
+    from .runtime.service import start_service, stop_service
+
+    service = start_service(args.run, args.host, args.port, cfg, args.address)
+    host, port = service.address
+    print(f"serving {args.run} ({service.info['method']}) on http://{host}:{port}  "
+          f"POST /predict  GET /status  GET /metrics  (Ctrl-C stops)", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_service(service)
+    return 0
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from .runtime.chaos import ChaosPlan, run_chaos
+
+    cfg = _runtime_config(args)
+    plan = ChaosPlan(args.duration, args.kill_every, args.hang_every, args.hang_s, args.clients, args.batch,
+                     args.seed)
+    plan.validate()
+    out = Path(args.out) if args.out else Path(args.run) / "chaos"
+    report = run_chaos(args.run, out, plan, cfg, host=args.host, port=args.port, address=args.address)
+    print(report["markdown"])
+    print(f"written to {out / 'chaos.json'} and {out / 'chaos.md'}")
+    return 0 if report["verdict"]["ok"] else 1
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = make_config(args.preset, args.overrides)
     print(json.dumps(to_dict(cfg), indent=2))
@@ -222,7 +312,8 @@ def _main(argv: list[str] | None) -> int:
         parser.print_help()
         return 2
     return {"train": cmd_train, "evaluate": cmd_evaluate, "reproduce": cmd_experiments,
-            "ablate": cmd_experiments, "config": cmd_config}[args.command](args)
+            "ablate": cmd_experiments, "config": cmd_config, "serve": cmd_serve,
+            "chaos": cmd_chaos}[args.command](args)
 
 
 def main(argv: list[str] | None = None) -> int:

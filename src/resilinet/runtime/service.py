@@ -1,0 +1,213 @@
+"""`resilinet serve`: the HTTP endpoint in front of the router (stdlib only, one thread per
+connection; the router's Ray calls release the GIL, so concurrent requests overlap).
+
+    POST /predict   {"inputs": [[f, f, ...], ...], "logits": false}   (a batch; one example per row)
+        -> {"predictions": [...], "alive": {"f1": true, ...}, "connected": true, "guessed": false,
+            "dead_reason": {}, "latency_ms": 3.1}
+    GET  /status    each node: state, pid, restarts, requests served, latency p50/p90/p99 (ms)
+    GET  /metrics   Prometheus text: request counters, latency quantiles, node states and restarts
+Malformed requests get 400, a body over `max_body_bytes` or a batch over `max_batch` 413, an
+unknown path 404, a wrong method 405, each with {"error": "..."} saying what was expected.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import torch
+
+from .cluster import LOOPBACK
+from .router import Router, ServiceUnavailable
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Service:
+    def __init__(self, router: Router, input_shape: tuple[int, ...], host: str = LOOPBACK, port: int = 0,
+                 max_batch: int = 1024, max_body_bytes: int = 16 << 20, info: dict | None = None):
+        self.router, self.input_shape = router, tuple(input_shape)
+        self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
+        self.info = info or {}
+        self.started = time.time()
+        self.lock = threading.Lock()
+        self.counts: collections.Counter = collections.Counter()   # requests by HTTP status
+        self.examples = 0
+        self.latencies_ms: collections.deque = collections.deque(maxlen=5000)
+        self.patterns: collections.Counter = collections.Counter()  # "f1=1,f2=0,e=1" -> requests
+        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
+        self.httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.httpd.server_address[:2]
+
+    def start(self) -> "Service":
+        self._thread = threading.Thread(target=self.httpd.serve_forever, name="resilinet-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    # -- endpoints -----------------------------------------------------------------------------
+    def parse_predict(self, body: bytes) -> tuple[torch.Tensor, bool]:
+        try:
+            req = json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BadRequest(400, f"body is not valid JSON ({e})") from None
+        if not isinstance(req, dict) or "inputs" not in req:
+            raise BadRequest(400, 'expected a JSON object {"inputs": [[...], ...]} with one example per row')
+        rows = req["inputs"]
+        if not isinstance(rows, list) or not rows:
+            raise BadRequest(400, '"inputs" must be a non-empty list of examples')
+        if len(rows) > self.max_batch:
+            raise BadRequest(413, f"batch of {len(rows)} examples exceeds the limit of {self.max_batch}")
+        want = math.prod(self.input_shape)
+        try:
+            x = np.asarray(rows, dtype=np.float32)
+        except (ValueError, TypeError):
+            raise BadRequest(400, f"every example must be a list of {want} numbers "
+                                  f"(shape {list(self.input_shape)})") from None
+        if x.ndim < 2 or x[0].size != want or x.shape[1:] not in ((want,), self.input_shape):
+            raise BadRequest(400, f"every example must have shape {list(self.input_shape)} or be {want} flat "
+                                  f"numbers; got examples of shape {list(x.shape[1:])}")
+        if not np.isfinite(x).all():
+            raise BadRequest(400, "inputs contain NaN or infinity")
+        logits = req.get("logits", False)
+        if not isinstance(logits, bool):
+            raise BadRequest(400, '"logits" must be true or false')
+        return torch.from_numpy(x.reshape(len(rows), *self.input_shape)), logits
+
+    def predict(self, body: bytes) -> dict:
+        x, with_logits = self.parse_predict(body)
+        ans = self.router.predict(x)
+        key = ",".join(f"{n}={int(a)}" for n, a in ans.alive.items())
+        with self.lock:
+            self.examples += x.shape[0]
+            self.latencies_ms.append(ans.latency_ms)
+            self.patterns[key] += 1
+        return ans.to_json(with_logits)
+
+    def status(self) -> dict:
+        with self.lock:
+            lat = np.array(self.latencies_ms) if self.latencies_ms else np.zeros(1)
+            return {"uptime_s": round(time.time() - self.started, 1), **self.info,
+                    "method": self.info.get("method"),
+                    "hop_deadline_s": self.router.cfg.hop_deadline_s,
+                    "requests": dict(self.counts), "examples": self.examples,
+                    "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
+                    "alive_patterns": dict(self.patterns),
+                    "nodes": self.router.supervisor.status()}
+
+    def metrics(self) -> str:
+        st = self.status()
+        lines = ["# TYPE resilinet_requests_total counter"]
+        lines += [f'resilinet_requests_total{{code="{c}"}} {n}' for c, n in sorted(st["requests"].items())]
+        lines += ["# TYPE resilinet_examples_total counter", f"resilinet_examples_total {st['examples']}",
+                  "# TYPE resilinet_request_latency_ms summary"]
+        lines += [f'resilinet_request_latency_ms{{quantile="{q}"}} {st["latency_ms"][k]:.3f}'
+                  for q, k in (("0.5", "p50"), ("0.99", "p99"))]
+        lines += ["# TYPE resilinet_node_up gauge", "# TYPE resilinet_node_restarts_total counter",
+                  "# TYPE resilinet_node_requests_total counter"]
+        for n, s in st["nodes"].items():
+            lines.append(f'resilinet_node_up{{node="{n}"}} {int(s["state"] == "up")}')
+            lines.append(f'resilinet_node_restarts_total{{node="{n}"}} {s["restarts"]}')
+            lines.append(f'resilinet_node_requests_total{{node="{n}"}} {s["requests_served"]}')
+        return "\n".join(lines) + "\n"
+
+
+def _handler(service: Service):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:  # quiet; /metrics counts requests
+            pass
+
+        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+            with service.lock:
+                service.counts[str(status)] += 1
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _json(self, status: int, obj) -> None:
+            self._send(status, json.dumps(obj).encode())
+
+        def do_GET(self) -> None:
+            if self.path == "/status":
+                self._json(200, service.status())
+            elif self.path == "/metrics":
+                self._send(200, service.metrics().encode(), "text/plain; version=0.0.4")
+            elif self.path == "/predict":
+                self._json(405, {"error": "use POST /predict with a JSON body {\"inputs\": [...]}"})
+            else:
+                self._json(404, {"error": f"no endpoint {self.path}; try POST /predict, GET /status, GET /metrics"})
+
+        def do_POST(self) -> None:
+            if self.path != "/predict":
+                code = 405 if self.path in ("/status", "/metrics") else 404
+                self._json(code, {"error": f"POST {self.path} is not an endpoint; use POST /predict"})
+                return
+            try:
+                length = self.headers.get("Content-Length")
+                if length is None or not length.isdigit():
+                    self.close_connection = True
+                    raise BadRequest(411, "a Content-Length header is required")
+                if int(length) > service.max_body_bytes:
+                    self.close_connection = True  # do not read the oversized body
+                    raise BadRequest(413, f"body of {int(length)} bytes exceeds the limit of "
+                                          f"{service.max_body_bytes} bytes; send smaller batches")
+                body = self.rfile.read(int(length))
+                self._json(200, service.predict(body))
+            except BadRequest as e:
+                self._json(e.status, {"error": str(e)})
+            except ServiceUnavailable as e:
+                self._json(503, {"error": str(e)})
+
+        def do_PUT(self) -> None:
+            self._json(405, {"error": "use POST /predict, GET /status or GET /metrics"})
+
+        do_DELETE = do_PATCH = do_PUT
+
+    return Handler
+
+
+def start_service(run_dir: str, host: str = LOOPBACK, port: int = 0, cfg=None, address: str | None = None,
+                  max_batch: int = 1024) -> Service:
+    """Load a trained run, start (or join) the Ray cluster, start one process per node and the
+    HTTP endpoint. The caller stops it with `stop_service`."""
+    from ..train import load_run, load_splits
+    from .cluster import external_sockets, start_local_cluster
+    from .supervisor import RuntimeConfig
+
+    run_cfg, model, seed = load_run(run_dir)
+    model.eval()
+    prior = load_splits(run_cfg, seed).class_prior()  # the cloud's guess when no path survives
+    start_local_cluster(model.topology, address=address)
+    if address is None and external_sockets():
+        raise RuntimeError(f"Ray listens on a non-loopback address: {external_sockets()}")
+    router = Router(model, prior, cfg or RuntimeConfig(), seed=seed).start()
+    info = {"run": str(run_dir), "method": run_cfg.model.method, "arch": run_cfg.model.arch,
+            "nodes_in_order": list(model.topology.chain), "failure_prone": list(model.topology.failure_prone)}
+    return Service(router, model.input_shape, host, port, max_batch=max_batch, info=info).start()
+
+
+def stop_service(service: Service) -> None:
+    from .cluster import stop_cluster
+
+    service.stop()
+    service.router.stop()
+    stop_cluster()

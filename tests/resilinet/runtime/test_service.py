@@ -1,0 +1,83 @@
+"""The HTTP endpoint: answers, status, metrics, and a clear 4xx for every malformed request."""
+from __future__ import annotations
+
+import http.client
+import json
+
+import pytest
+import torch
+
+from resilinet.runtime.service import Service
+
+
+@pytest.fixture(scope="module")
+def service(deployments):
+    model, router = deployments["resilinet"]
+    svc = Service(router, model.input_shape, port=0, max_batch=8, max_body_bytes=20_000,
+                  info={"method": "resilinet"}).start()
+    yield svc
+    svc.stop()
+
+
+def call(service, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection(*service.address, timeout=30)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+    finally:
+        conn.close()
+    ctype = r.getheader("Content-Type", "")
+    return r.status, (json.loads(data) if ctype.startswith("application/json") else data.decode())
+
+
+def test_service_binds_loopback(service):
+    assert service.address[0] == "127.0.0.1"
+
+
+def test_predict_answers_a_batch_with_the_alive_nodes(service, deployments):
+    model, _ = deployments["resilinet"]
+    x = torch.randn(3, 12, generator=torch.Generator().manual_seed(5))
+    status, out = call(service, "POST", "/predict", json.dumps({"inputs": x.tolist(), "logits": True}).encode())
+    assert status == 200, out
+    assert out["alive"] == {"f1": True, "f2": True, "e": True} and out["guessed"] is False
+    assert out["predictions"] == model(x).argmax(1).tolist()
+    assert torch.allclose(torch.tensor(out["logits"]), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("body, code, words", [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, '"inputs"'),
+    (json.dumps({"inputs": []}).encode(), 400, "non-empty"),
+    (json.dumps({"inputs": [[0.0] * 11]}).encode(), 400, "shape [12]"),
+    (json.dumps({"inputs": [[0.0] * 12, [0.0] * 5]}).encode(), 400, "12 numbers"),
+    (json.dumps({"inputs": [["a"] * 12]}).encode(), 400, "12 numbers"),
+    (b'{"inputs": [[NaN, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]]}', 400, "NaN"),
+    (json.dumps({"inputs": [[0.0] * 12], "logits": "yes"}).encode(), 400, '"logits"'),
+    (json.dumps({"inputs": [[0.0] * 12] * 9}).encode(), 413, "limit of 8"),
+    (json.dumps({"inputs": [[0.0] * 12] * 500}).encode(), 413, "bytes"),
+])
+def test_malformed_requests_get_a_clear_4xx(service, body, code, words):
+    status, out = call(service, "POST", "/predict", body, {"Content-Type": "application/json"})
+    assert status == code, out
+    assert words in out["error"], out
+
+
+def test_wrong_paths_and_methods(service):
+    assert call(service, "GET", "/nope")[0] == 404
+    assert call(service, "GET", "/predict")[0] == 405
+    assert call(service, "POST", "/status", b"{}")[0] == 405
+    assert call(service, "DELETE", "/predict")[0] == 405
+
+
+def test_status_and_metrics_report_every_node(service, deployments):
+    call(service, "POST", "/predict", json.dumps({"inputs": [[0.0] * 12]}).encode())
+    status, st = call(service, "GET", "/status")
+    assert status == 200
+    assert set(st["nodes"]) == {"iot", "e", "f2", "f1", "cloud"}
+    for node in st["nodes"].values():
+        assert {"state", "pid", "restarts", "requests_served", "latency_ms"} <= set(node)
+    assert st["requests"]["200"] >= 1 and st["examples"] >= 1
+    status, text = call(service, "GET", "/metrics")
+    assert status == 200 and 'resilinet_node_up{node="f1"} 1' in text
+    assert 'resilinet_requests_total{code="200"}' in text
