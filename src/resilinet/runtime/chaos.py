@@ -1,0 +1,261 @@
+"""`resilinet chaos`: steady load against the service while real node processes are killed
+(SIGKILL by pid) and hung (SIGSTOP for `hang_s`, then SIGCONT), and a report.
+
+Clients send batches of test examples drawn uniformly with replacement. Each answer names the
+alive pattern it was computed under, so the empirical accuracy can be set beside the exact one:
+for answered examples i with pattern p_i, E = mean_i acc(p_i), where acc(p) is the exact test
+accuracy under pattern p (the guess accuracy sum_c p_c^2 when no path survived); the answers are
+independent Bernoulli(acc(p_i)) draws, so the standard error is sqrt(sum_i acc(p_i)(1 - acc(p_i))) / N
+and the run passes when |empirical - E| <= 3 SE, no request was lost or failed, and every node is
+up again at the end.
+"""
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lab.errors import UserError
+from lab.io import atomic_write_json
+
+
+@dataclass
+class ChaosPlan:
+    duration_s: float = 120.0
+    kill_every_s: float = 10.0   # 0: no kills
+    hang_every_s: float = 15.0   # 0: no hangs
+    hang_s: float = 3.0
+    clients: int = 4
+    batch: int = 16
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.duration_s <= 0:
+            raise UserError(f"--duration must be > 0, got {self.duration_s}")
+        for name in ("kill_every_s", "hang_every_s", "hang_s"):
+            if getattr(self, name) < 0:
+                raise UserError(f"--{name[:-2].replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.clients < 1 or self.batch < 1:
+            raise UserError(f"--clients and --batch must be >= 1, got {self.clients}, {self.batch}")
+
+
+class _Tally:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.sent = self.answered = self.failed = self.lost = 0
+        self.errors: collections.Counter = collections.Counter()
+        self.by_pattern: dict[tuple, list[int]] = {}  # alive tuple -> [requests, examples, correct]
+        self.latency_ms: list[float] = []
+
+
+def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _Tally, nodes) -> None:
+    rng = np.random.default_rng([plan.seed, 100 + k])
+    conn = http.client.HTTPConnection(*addr, timeout=60)
+    while not stop.is_set():
+        idx = rng.integers(0, len(y), plan.batch)
+        body = json.dumps({"inputs": x[idx].reshape(plan.batch, -1).tolist()}).encode()
+        with tally.lock:
+            tally.sent += 1
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            with tally.lock:
+                tally.lost += 1
+                tally.errors[f"lost: {type(e).__name__}"] += 1
+            conn.close()
+            conn = http.client.HTTPConnection(*addr, timeout=60)
+            continue
+        ms = 1e3 * (time.perf_counter() - t0)
+        if r.status != 200:
+            with tally.lock:
+                tally.failed += 1
+                tally.errors[f"{r.status}: {data[:200].decode(errors='replace')}"] += 1
+            continue
+        out = json.loads(data)
+        pattern = tuple(int(out["alive"][n]) for n in nodes)
+        correct = int(np.sum(np.asarray(out["predictions"]) == y[idx]))
+        with tally.lock:
+            tally.answered += 1
+            tally.latency_ms.append(ms)
+            row = tally.by_pattern.setdefault(pattern, [0, 0, 0])
+            row[0] += 1
+            row[1] += plan.batch
+            row[2] += correct
+    conn.close()
+
+
+def _saboteur(service, plan: ChaosPlan, stop: threading.Event, events: list, stopped: set) -> None:
+    """Kills every kill_every_s and hangs every hang_every_s, each time a random up failure-prone
+    node (never one that is already stopped)."""
+    sup = service.router.supervisor
+    nodes = list(sup.topology.failure_prone)
+    rng = np.random.default_rng([plan.seed, 7])
+    t0 = time.monotonic()
+    next_kill = plan.kill_every_s if plan.kill_every_s else math.inf
+    next_hang = plan.hang_every_s if plan.hang_every_s else math.inf
+    resume: list[tuple[float, int, str]] = []
+    while not stop.wait(0.02):
+        now = time.monotonic() - t0
+        for when, pid, node in list(resume):
+            if now >= when:
+                resume.remove((when, pid, node))
+                _signal(pid, signal.SIGCONT)
+                stopped.discard(pid)
+                events.append({"t_s": round(now, 3), "event": "resume", "node": node, "pid": pid})
+        for kind in ("kill", "hang"):
+            due = next_kill if kind == "kill" else next_hang
+            if now < due:
+                continue
+            pids = sup.pids()
+            up = [n for n in nodes if pids[n] and pids[n] not in stopped]
+            if up:
+                node = str(rng.choice(up))
+                pid = pids[node]
+                if kind == "kill":
+                    _signal(pid, signal.SIGKILL)
+                else:
+                    _signal(pid, signal.SIGSTOP)
+                    stopped.add(pid)
+                    resume.append((now + plan.hang_s, pid, node))
+                events.append({"t_s": round(now, 3), "event": kind, "node": node, "pid": pid})
+            if kind == "kill":
+                next_kill += plan.kill_every_s
+            else:
+                next_hang += plan.hang_every_s
+    for _, pid, node in resume:
+        _signal(pid, signal.SIGCONT)
+        stopped.discard(pid)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:  # already replaced by the supervisor
+        pass
+
+
+def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg=None, host: str = "127.0.0.1",
+              port: int = 0, address: str | None = None) -> dict:
+    from ..evaluate import exact_pattern_accuracies
+    from ..train import load_run, load_splits
+    from .service import start_service, stop_service
+
+    out = Path(out)
+    run_cfg, model, seed = load_run(run_dir)
+    splits = load_splits(run_cfg, seed)
+    guess = splits.guess_accuracy()
+    exact = {r.alive: r for r in exact_pattern_accuracies(model, splits.x_test, splits.y_test, guess)}
+    x, y = splits.x_test.numpy(), splits.y_test.numpy()
+    nodes = list(model.topology.failure_prone)
+
+    t_start = time.time()
+    service = start_service(str(run_dir), host, port, cfg, address)
+    startup_s = time.time() - t_start
+    tally, events, stopped = _Tally(), [], set()
+    stop = threading.Event()
+    try:
+        threads = [threading.Thread(target=_client, args=(service.address, x, y, plan, k, stop, tally, nodes),
+                                    daemon=True) for k in range(plan.clients)]
+        threads.append(threading.Thread(target=_saboteur, args=(service, plan, stop, events, stopped), daemon=True))
+        for t in threads:
+            t.start()
+        time.sleep(plan.duration_s)
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+        for pid in list(stopped):
+            _signal(pid, signal.SIGCONT)
+        t_wait = time.monotonic()  # every node back?
+        sup = service.router.supervisor
+        while any(s.state != "up" for s in sup.nodes.values()) and time.monotonic() - t_wait < 60:
+            time.sleep(0.1)
+        recovered_s = time.monotonic() - t_wait
+        node_status = sup.status()
+        rejoins = {n: sum(1 for _, st in s.events if st == "up") - 1 for n, s in sup.nodes.items()}
+    finally:
+        stop_service(service)
+
+    n_ex = sum(r[1] for r in tally.by_pattern.values())
+    correct = sum(r[2] for r in tally.by_pattern.values())
+    rows, expect, var = [], 0.0, 0.0
+    for pat, (reqs, exs, cor) in sorted(tally.by_pattern.items(), reverse=True):
+        acc = exact[pat].accuracy
+        expect += exs * acc
+        var += exs * acc * (1 - acc)
+        rows.append({"alive": list(pat), "dead": [n for n, a in zip(nodes, pat) if not a],
+                     "connected": exact[pat].connected, "requests": reqs, "examples": exs,
+                     "empirical_accuracy": cor / exs, "exact_accuracy": acc})
+    empirical = correct / n_ex if n_ex else float("nan")
+    expected = expect / n_ex if n_ex else float("nan")
+    se = math.sqrt(var) / n_ex if n_ex else float("nan")
+    z = (empirical - expected) / se if se else 0.0
+    lat = np.array(tally.latency_ms) if tally.latency_ms else np.zeros(1)
+    all_up = all(s["state"] == "up" for s in node_status.values())
+    report = {
+        "run": str(run_dir), "method": run_cfg.model.method, "plan": asdict(plan),
+        "hop_deadline_s": service.router.cfg.hop_deadline_s, "startup_s": round(startup_s, 1),
+        "requests": {"sent": tally.sent, "answered": tally.answered, "failed": tally.failed, "lost": tally.lost},
+        "errors": dict(tally.errors), "examples": n_ex,
+        "throughput_examples_per_s": n_ex / plan.duration_s,
+        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                       "max": float(lat.max())},
+        "accuracy": {"empirical": empirical, "expected_for_observed_patterns": expected,
+                     "standard_error": se, "z": z},
+        "patterns": rows, "events": events,
+        "kills": sum(e["event"] == "kill" for e in events), "hangs": sum(e["event"] == "hang" for e in events),
+        "nodes": {n: {"state": s["state"], "restarts": s["restarts"], "rejoined": rejoins[n],
+                      "requests_served": s["requests_served"], "latency_ms": s["latency_ms"]}
+                  for n, s in node_status.items()},
+        "all_nodes_up_at_end": all_up, "seconds_to_all_up_after_load": round(recovered_s, 2),
+    }
+    report["verdict"] = {"no_request_lost": tally.lost == 0 and tally.failed == 0 and tally.sent == tally.answered,
+                         "nodes_came_back": all_up, "accuracy_within_3_se": abs(z) <= 3}
+    report["verdict"]["ok"] = all(report["verdict"].values())
+    report["markdown"] = _markdown(report, nodes)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "chaos.json", {k: v for k, v in report.items() if k != "markdown"})
+    (out / "chaos.md").write_text(report["markdown"])
+    return report
+
+
+def _markdown(r: dict, nodes: list[str]) -> str:
+    from lab.report import md_table
+
+    p, q, a = r["plan"], r["requests"], r["accuracy"]
+    lines = [f"# ResiliNet chaos run ({r['method']})", "",
+             f"`{r['run']}`: {p['duration_s']:.0f} s of load, {p['clients']} clients x batch {p['batch']}; "
+             f"SIGKILL every {p['kill_every_s']} s ({r['kills']} kills), SIGSTOP for {p['hang_s']} s every "
+             f"{p['hang_every_s']} s ({r['hangs']} hangs); per-hop deadline {r['hop_deadline_s']} s.", "",
+             f"- requests: sent {q['sent']}, answered {q['answered']}, failed {q['failed']}, lost {q['lost']}",
+             f"- examples answered: {r['examples']} ({r['throughput_examples_per_s']:.0f}/s); request latency "
+             f"p50 {r['latency_ms']['p50']:.1f} ms, p99 {r['latency_ms']['p99']:.1f} ms, max {r['latency_ms']['max']:.0f} ms",
+             f"- accuracy: empirical {100 * a['empirical']:.2f}% vs exact expectation for the observed patterns "
+             f"{100 * a['expected_for_observed_patterns']:.2f}% (SE {100 * a['standard_error']:.2f} pts, z = {a['z']:+.2f})",
+             f"- nodes up at the end: {r['all_nodes_up_at_end']}; verdict: "
+             + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in r["verdict"].items() if k != "ok"), "",
+             "## Observed alive patterns", ""]
+    lines.append(md_table(["dead nodes", "path", "requests", "examples", "empirical acc", "exact acc"],
+                          [[", ".join(row["dead"]) or "none", "yes" if row["connected"] else "no (guess)",
+                            row["requests"], row["examples"], f"{100 * row['empirical_accuracy']:.2f}%",
+                            f"{100 * row['exact_accuracy']:.2f}%"] for row in r["patterns"]]))
+    lines += ["", "## Node processes", ""]
+    lines.append(md_table(["node", "state", "restarts", "requests served", "hop p50 ms", "hop p99 ms"],
+                          [[n, s["state"], s["restarts"], s["requests_served"],
+                            f"{s['latency_ms']['p50']:.1f}" if s["latency_ms"] else "-",
+                            f"{s['latency_ms']['p99']:.1f}" if s["latency_ms"] else "-"]
+                           for n, s in r["nodes"].items()]))
+    if r["errors"]:
+        lines += ["", "Errors: " + "; ".join(f"{k} x{v}" for k, v in r["errors"].items())]
+    return "\n".join(lines) + "\n"
