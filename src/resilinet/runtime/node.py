@@ -62,3 +62,9 @@ class NodeProcess:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def placement(self) -> dict:
+        """Where this process runs: the Ray node (machine / raylet) and its address."""
+        ctx = ray.get_runtime_context()
+        return {"node": self.name, "pid": os.getpid(), "ray_node_id": ctx.get_node_id(),
+                "ip": ray.util.get_node_ip_address()}
