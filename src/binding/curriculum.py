@@ -211,6 +211,14 @@ def _stage_config(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, paren
                         "image_tokens": cur.render.n_tokens, "noise_fill_to": cur.fill_to()}}))
 
 
+def _comparable_settings(settings: dict) -> dict:
+    """What must match to reuse a stage folder: the encoder's location may differ (regimes without
+    images leave encoder.path empty; the encoder itself is checked against the render config)."""
+    out = {k: settings.get(k) for k in ("config", "curriculum", "stage", "parent", "image_vocab")}
+    out["curriculum"] = {**out["curriculum"], "encoder": {**out["curriculum"]["encoder"], "path": None}}
+    return out
+
+
 def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir: Path, parent: Path | None,
               seed: int, quiet: bool = True, index: int = 0) -> dict:
     """Train one stage into stage_dir, starting from parent's checkpoint (None: from scratch).
@@ -220,7 +228,7 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
     settings = _stage_config(cfg, cur, stage, parent)
     if (stage_dir / "config.json").exists():
         saved = read_json(stage_dir / "config.json", "stage config")
-        if {k: saved.get(k) for k in settings} != settings or saved.get("seed") != seed:
+        if _comparable_settings(saved) != _comparable_settings(settings) or saved.get("seed") != seed:
             raise UserError(f"{stage_dir} holds a stage with other settings; use another --out")
     if (stage_dir / "results.json").exists():
         return read_json(stage_dir / "results.json")

@@ -177,3 +177,11 @@ def test_a_stage_resumes_after_kill_9(tmp_path):
     resumed = subprocess.run(cmd + ["--out", str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0 and "resuming" in resumed.stderr
     assert _comparable(tmp_path / "a/seed0/text/noise") == _comparable(tmp_path / "b/seed0/text/noise")
+
+
+def test_a_stage_is_reused_whatever_the_encoder_location(tmp_path):
+    # noise-text leaves encoder.path empty; noise-image-text fills it in and must reuse the noise stage
+    first = run_regime("noise-text", SMOKE, CUR, tmp_path, 0)
+    elsewhere = dataclasses.replace(CUR, encoder=dataclasses.replace(CUR.encoder, path=str(tmp_path / "enc")))
+    again = run_regime("noise-text", SMOKE, elsewhere, tmp_path, 0)
+    assert again["stages"] == first["stages"]
