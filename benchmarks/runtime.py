@@ -1,0 +1,210 @@
+"""ResiliNet runtime (spec section 7): latency and throughput of the Ray service against the
+in-process model, in the same run on the same inputs, and failover time.
+
+    .venv/bin/python benchmarks/runtime.py --run runs/rt-mlp          # ~3 min; table + runs/runtime_bench.json
+
+Rows: `in-process` calls `PartitionedModel` directly (one caller, torch threads as set);
+`router` calls the runtime's Python API (Ray actors, no HTTP) from C threads; `http` posts JSON
+from C client *processes* (bodies encoded once, so client CPU stays small). Every row reports
+examples/s and per-request p50/p99 latency. Failover: a client sends batch-1 requests back to
+back; a node process is SIGKILLed (or SIGSTOPped: a hang) and the time from the signal to the
+first answer that reports the node dead is measured, several times.
+Goals (issue): throughput with concurrency >= half of in-process for the MLP chain; failover
+within the per-hop deadline + 100 ms. On 2 shared cores the Ray actors, the router and the
+clients all compete for the same CPUs; see docs/RESULTS.md for the measured figures.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing as mp
+import os
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+
+from lab.io import atomic_write_json
+from lab.report import md_table
+
+
+def _pcts(lat_ms: list[float]) -> dict:
+    a = np.array(lat_ms) if lat_ms else np.zeros(1)
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(lat_ms)}
+
+
+def bench_inprocess(model, x, batch: int, seconds: float) -> dict:
+    lat, n, t_end = [], 0, time.perf_counter() + seconds
+    i = 0
+    with torch.no_grad():
+        while time.perf_counter() < t_end:
+            xb = x[(i * batch) % (len(x) - batch):][:batch]
+            t0 = time.perf_counter()
+            model(xb).argmax(1).tolist()
+            lat.append(1e3 * (time.perf_counter() - t0))
+            n += batch
+            i += 1
+    return {"examples_per_s": n / seconds, **_pcts(lat)}
+
+
+def bench_router(router, x, batch: int, clients: int, seconds: float) -> dict:
+    lat, counts, lock = [], [0], threading.Lock()
+    t_end = time.perf_counter() + seconds
+
+    def worker(k: int) -> None:
+        i = k
+        while time.perf_counter() < t_end:
+            xb = x[(i * batch) % (len(x) - batch):][:batch]
+            t0 = time.perf_counter()
+            router.predict(xb)
+            with lock:
+                lat.append(1e3 * (time.perf_counter() - t0))
+                counts[0] += batch
+            i += clients
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
+    t0 = time.perf_counter()
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return {"examples_per_s": counts[0] / (time.perf_counter() - t0), **_pcts(lat)}
+
+
+def _http_client(addr, bodies, seconds, q) -> None:
+    conn = http.client.HTTPConnection(*addr, timeout=60)
+    lat, n, i = [], 0, 0
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end:
+        body, b = bodies[i % len(bodies)]
+        t0 = time.perf_counter()
+        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        if r.status == 200:
+            lat.append(1e3 * (time.perf_counter() - t0))
+            n += b
+        i += 1
+    q.put((n, lat))
+
+
+def bench_http(addr, x, batch: int, clients: int, seconds: float) -> dict:
+    bodies = [(json.dumps({"inputs": x[j * batch:(j + 1) * batch].tolist()}).encode(), batch) for j in range(8)]
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    ps = [ctx.Process(target=_http_client, args=(addr, bodies, seconds, q)) for _ in range(clients)]
+    t0 = time.perf_counter()
+    for p in ps:
+        p.start()
+    res = [q.get() for _ in ps]
+    for p in ps:
+        p.join()
+    wall = time.perf_counter() - t0
+    return {"examples_per_s": sum(n for n, _ in res) / wall, **_pcts([l for _, ls in res for l in ls])}
+
+
+def measure_failover(router, x, node: str, how: str, timeout_s: float = 30.0) -> float:
+    """Seconds from the signal to the first answer that routes around `node`."""
+    sup = router.supervisor
+    _wait_up(router)
+    pid = sup.nodes[node].pid
+    answers: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            a = router.predict(x[:1])
+            answers.append((time.perf_counter(), a.alive[node]))
+
+    t = threading.Thread(target=client)
+    t.start()
+    time.sleep(0.3)
+    t_sig = time.perf_counter()
+    os.kill(pid, signal.SIGKILL if how == "kill" else signal.SIGSTOP)
+    try:
+        while time.perf_counter() - t_sig < timeout_s:
+            hit = [ts for ts, alive in list(answers) if ts > t_sig and not alive]
+            if hit:
+                return hit[0] - t_sig
+            time.sleep(0.005)
+        return float("nan")
+    finally:
+        stop.set()
+        t.join()
+        if how == "hang":
+            os.kill(pid, signal.SIGCONT)
+        _wait_up(router)
+
+
+def _wait_up(router, timeout_s: float = 120.0) -> None:
+    t0 = time.monotonic()
+    while any(s.state != "up" for s in router.supervisor.nodes.values()):
+        if time.monotonic() - t0 > timeout_s:
+            raise TimeoutError(router.supervisor.status())
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", default="runs/rt-mlp", help="a trained MLP run directory")
+    ap.add_argument("--out", default="runs/runtime_bench.json")
+    ap.add_argument("--seconds", type=float, default=6.0, help="per throughput row")
+    ap.add_argument("--batches", default="1,64")
+    ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--failovers", type=int, default=5, help="repeats per failover kind")
+    ap.add_argument("--hop-deadline-s", type=float, default=0.5)
+    args = ap.parse_args(argv)
+
+    from resilinet.runtime.service import start_service, stop_service
+    from resilinet.runtime.supervisor import RuntimeConfig
+    from resilinet.train import load_run, load_splits
+
+    torch.set_num_threads(1)
+    cfg, model, seed = load_run(args.run)
+    model.eval()
+    x = load_splits(cfg, seed).x_test
+    service = start_service(args.run, port=0, cfg=RuntimeConfig(hop_deadline_s=args.hop_deadline_s))
+    router = service.router
+    rows = []
+    try:
+        for b in map(int, args.batches.split(",")):
+            rows.append({"path": "in-process", "batch": b, "clients": 1,
+                         **bench_inprocess(model, x, b, args.seconds)})
+            for c in map(int, args.clients.split(",")):
+                rows.append({"path": "router", "batch": b, "clients": c,
+                             **bench_router(router, x, b, c, args.seconds)})
+                rows.append({"path": "http", "batch": b, "clients": c,
+                             **bench_http(service.address, x, b, c, args.seconds)})
+                print(rows[-2], rows[-1], flush=True)
+        fo = {"kill": [], "hang": []}
+        for how in ("kill", "hang"):
+            for k in range(args.failovers):
+                node = ("e", "f2", "f1")[k % 3]
+                fo[how].append(measure_failover(router, x, node, how))
+                print(how, node, fo[how][-1], flush=True)
+    finally:
+        stop_service(service)
+    inproc = {r["batch"]: r["examples_per_s"] for r in rows if r["path"] == "in-process"}
+    for r in rows:
+        r["vs_in_process"] = r["examples_per_s"] / inproc[r["batch"]]
+    out = {"run": args.run, "hop_deadline_s": args.hop_deadline_s, "cpus": os.cpu_count(), "rows": rows,
+           "failover_s": fo, "failover_goal_s": args.hop_deadline_s + 0.1,
+           "failover_max_s": {k: max(v) for k, v in fo.items()},
+           "torch_threads_in_process": torch.get_num_threads()}
+    atomic_write_json(args.out, out)
+    print(md_table(["path", "batch", "clients", "examples/s", "x in-process", "p50 ms", "p99 ms"],
+                   [[r["path"], r["batch"], r["clients"], f"{r['examples_per_s']:.0f}", f"{r['vs_in_process']:.2f}",
+                     f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"] for r in rows]))
+    for how, v in fo.items():
+        print(f"failover ({how}): " + ", ".join(f"{1e3 * s:.0f} ms" for s in v)
+              + f"  (goal <= {1e3 * (args.hop_deadline_s + 0.1):.0f} ms)")
+    print(f"written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
