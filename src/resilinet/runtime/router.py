@@ -16,12 +16,19 @@ supervisor to bring it back and is retried, so it is not lost.
 
 Tensor refs flow from producer actor to consumer actor through Ray's object store; the router
 only reads each call's small status, and the logits at the end.
+
+Cross-request batching: every hop costs an actor call (ms), whatever the batch, so concurrent
+requests are merged: requests that arrive while `routes_in_flight` merged batches are on their
+way are concatenated (up to `batch_examples` examples) into the next one, and each gets its rows
+back with the alive pattern its batch was computed under.
 """
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -60,6 +67,7 @@ class Router:
         """`supervisor`: share node processes with other routers (their models under other keys);
         by default the router owns a supervisor hosting `model` alone."""
         self.key = key
+        self._owns_supervisor = supervisor is None
         self.supervisor = supervisor or Supervisor({key: model}, cfg)
         self.cfg = self.supervisor.cfg
         self.topology = model.topology
@@ -70,16 +78,77 @@ class Router:
         self._rng = np.random.default_rng(seed)
         self._rng_lock = threading.Lock()
 
+        self._queue: queue.Queue = queue.Queue()
+        self._slots = threading.Semaphore(max(1, self.cfg.routes_in_flight))
+        self._pool: ThreadPoolExecutor | None = None
+        self._batcher: threading.Thread | None = None
+        self._stopping = threading.Event()
+
     def start(self) -> "Router":
         self.supervisor.start()
+        if self.cfg.batch_examples > 0 and self._batcher is None:
+            self._pool = ThreadPoolExecutor(max(1, self.cfg.routes_in_flight), thread_name_prefix="resilinet-route")
+            self._batcher = threading.Thread(target=self._batch_loop, name="resilinet-batcher", daemon=True)
+            self._batcher.start()
         return self
 
     def stop(self) -> None:
-        self.supervisor.stop()
+        self._stopping.set()
+        if self._batcher is not None:
+            self._batcher.join(timeout=5)
+            self._pool.shutdown(wait=True)
+            self._batcher = None
+        if self._owns_supervisor:
+            self.supervisor.stop()
 
     # -- one request ---------------------------------------------------------------------------
     def predict(self, x: torch.Tensor) -> Answer:
-        """x [B, *input_shape] -> Answer. Retries while the IoT or cloud process is being restarted."""
+        """x [B, *input_shape] -> Answer (merged with concurrent requests when batching is on)."""
+        if self._batcher is None:
+            return self.predict_now(x)
+        fut: Future = Future()
+        self._queue.put((x, fut, time.perf_counter()))
+        return fut.result()
+
+    def _batch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._slots.acquire()  # wait for a free route; requests pile up in the queue meanwhile
+            try:
+                items = [self._queue.get(timeout=0.1)]
+            except queue.Empty:
+                self._slots.release()
+                continue
+            n = items[0][0].shape[0]
+            while n < self.cfg.batch_examples:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+                n += item[0].shape[0]
+            self._pool.submit(self._run_merged, items)
+
+    def _run_merged(self, items: list) -> None:
+        try:
+            x = items[0][0] if len(items) == 1 else torch.cat([it[0] for it in items])
+            ans = self.predict_now(x)
+            lo = 0
+            for xi, fut, t_in in items:
+                hi = lo + xi.shape[0]
+                fut.set_result(replace(ans, logits=None if ans.logits is None else ans.logits[lo:hi],
+                                       predictions=ans.predictions[lo:hi],
+                                       latency_ms=1e3 * (time.perf_counter() - t_in)))
+                lo = hi
+        except BaseException as e:  # every waiting request learns what happened
+            for _, fut, _ in items:
+                if not fut.done():
+                    fut.set_exception(e)
+        finally:
+            self._slots.release()
+
+    def predict_now(self, x: torch.Tensor) -> Answer:
+        """Route x [B, *input_shape] now (no merging). Retries while the IoT or cloud process is
+        being restarted."""
         t0 = time.perf_counter()
         give_up = time.monotonic() + self.cfg.endpoint_wait_s
         attempt = 0

@@ -32,6 +32,8 @@ class RuntimeConfig:
     start_timeout_s: float = 90.0    # a new actor not healthy after this long is replaced again
     threads: int = 1                 # torch threads per node process
     endpoint_wait_s: float = 30.0    # how long a request waits for a crashed IoT/cloud to come back
+    batch_examples: int = 1024       # concurrent requests are merged into routed batches up to this size (0: off)
+    routes_in_flight: int = 2        # merged batches travelling the chain at once
 
 
 @dataclass

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from rt_helpers import HOP_DEADLINE_S, wait_all_up
 from resilinet.hyperconnections import METHODS, alive_from_pattern
 from resilinet.runtime.cluster import external_sockets, listening_sockets
+from resilinet.runtime.router import Router
 
 X = torch.randn(6, 12, generator=torch.Generator().manual_seed(0))
 
@@ -140,3 +142,18 @@ def test_health_status_reports_pids_restarts_and_latency(deployments):
     for s in st.values():
         assert s["state"] == "up" and isinstance(s["pid"], int) and s["requests_served"] >= 1
         assert s["latency_ms"]["p50"] > 0
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(deployments):
+    model, shared = deployments["resilinet"]
+    router = Router(model, torch.full((4,), 0.25), supervisor=shared.supervisor, key="resilinet").start()
+    try:
+        xs = [torch.randn(k + 1, 12, generator=torch.Generator().manual_seed(k)) for k in range(12)]
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(router.predict, xs))
+    finally:
+        router.stop()  # the batcher only: the shared node processes keep running
+    for x, ans in zip(xs, answers):
+        assert ans.logits.shape[0] == x.shape[0] and len(ans.predictions) == x.shape[0]
+        assert torch.allclose(ans.logits, model(x), atol=1e-5, rtol=0)
+    assert all(s.state == "up" for s in shared.supervisor.nodes.values())
