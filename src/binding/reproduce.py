@@ -121,7 +121,9 @@ def write_report(out: Path, table: list[dict], preset: str, wall_s: float) -> Pa
             f"Paper numbers: mean text OOD accuracy (its N 9..32, its model and encoders).\n\n"
             + md_table(["regime", "ours: text OOD % (mean +- sd)", "paper: text OOD %", "ours: text ID %",
                         "steps", "stages (steps; * = threshold not reached)"], rows)
-            + f"\n![accuracy by N]({png.name})\n\nWall time of `binding reproduce`: {wall_s:.0f} s.\n")
+            + f"\n![accuracy by N]({png.name})\n\nWall time of this `binding reproduce` call: {wall_s:.0f} s "
+            f"(stages finished by an earlier call are reused, not retrained; each stage's own "
+            f"train_seconds is in its results.json).\n")
     (out / "report.md").write_text(text)
     return out / "report.md"
 
