@@ -53,7 +53,8 @@ from .encoders import EncoderConfig, encoder_stem, pretrain_encoder
 from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
 from .image_task import ContextBatch, ImageSide, grounding_loss, model_inputs, sample_context
 from .render import RenderConfig
-from .train import CHECKPOINT, build_model, lr_at, resolve_device, train
+from .hooks import run_with_cache
+from .train import CHECKPOINT, aid_hook_names, aid_losses, build_model, lr_at, resolve_device, train
 
 MODES = ("text", "noise", "image", "mix")
 MATCH_LONGEST = -1  # fixed_steps sentinel: as many steps in all as the longest other regime
@@ -140,33 +141,18 @@ def context_losses(model, image_side, cb: ContextBatch, tc, aids_on: bool, groun
     """The answer loss; while aids are on, the hop and previous-token losses (`train.losses`, with
     noise and image positions excluded); on grounding batches, the grounding losses."""
     qpos = cb.query_pos.to(device)
-    rows = torch.arange(len(cb), device=device)
-    hop_w = tc.hop_loss_weight if aids_on else 0.0
-    prev_w = tc.prev_token_loss_weight if aids_on else 0.0
-    wanted = {layer for layer, w in ((tc.hop_loss_layer, hop_w), (tc.prev_token_layer, prev_w)) if w > 0}
-    captured: dict[int, torch.Tensor] = {}
-    handles = [model.blocks[layer - 1].hook_resid_post.register_forward_hook(
-        lambda m, i, out, layer=layer: captured.__setitem__(layer, out)) for layer in wanted]
     kw = model_inputs(cb, model.cfg.d_model, image_side, device)
-    try:
-        logits, resid = model(**kw, positions=qpos, return_resid=True)             # [B, V], [B, T, D]
-    finally:
-        for h in handles:
-            h.remove()
+    names = aid_hook_names(tc, aids_on)
+    (logits, resid), cache = run_with_cache(model, names, **kw, positions=qpos, return_resid=True,
+                                            detach=False)                        # [B, V], [B, T, D]
     answer = cb.text.answer.to(device)
     total = F.cross_entropy(logits, answer)
     stats = {"loss": total.item(), "train_acc": (logits.argmax(-1) == answer).float().mean().item()}
-    if hop_w > 0:
-        hop_loss = F.cross_entropy(model.readout(captured[tc.hop_loss_layer][rows, qpos]), cb.text.hop_target.to(device))
-        total = total + hop_w * hop_loss
-        stats["hop_loss"] = hop_loss.item()
-    if prev_w > 0:
+    if names:
         tokens, text = cb.tokens.to(device), cb.text_mask.to(device)
-        target = tokens[:, :-1].masked_fill(~(text[:, 1:] & text[:, :-1]), -100)   # text after text only
-        prev_loss = F.cross_entropy(model.readout(captured[tc.prev_token_layer][:, 1:]).flatten(0, 1),
-                                    target.flatten(), ignore_index=-100)
-        total = total + prev_w * prev_loss
-        stats["prev_token_loss"] = prev_loss.item()
+        prev_target = tokens[:, :-1].masked_fill(~(text[:, 1:] & text[:, :-1]), -100)  # text after text only
+        total, aux_stats = aid_losses(model, cache, tc, qpos, cb.text.hop_target.to(device), prev_target, total)
+        stats.update(aux_stats)
     if ground > 0 and cb.images is not None:
         g_loss, g_stats = grounding_loss(model, image_side, cb, resid, task, device, kw.get("input_embeds"),
                                          embed_weight)

@@ -29,6 +29,7 @@ from lab.seeding import seed_everything, step_rng
 
 from .config import BindingConfig
 from .evaluate import EVAL_STREAM_TRAINING, accuracy_by_n, evaluate, token_predictor
+from .hooks import run_with_cache
 from .model import Transformer
 from .plots import plot_accuracy_by_n
 from .task import PAD, Batch, Vocab, sample_batch
@@ -56,44 +57,56 @@ def build_model(cfg: BindingConfig) -> Transformer:
     return Transformer(cfg.model, Vocab.of(cfg.task).size)
 
 
-def losses(model: Transformer, batch: Batch, tc, aids_on: bool, device: str
-           ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Answer-token cross-entropy, plus (while training aids are on) the optional auxiliary losses:
+def _resid_name(layer: int) -> str:
+    return f"blocks.{layer - 1}.hook_resid_post"
+
+
+def aid_hook_names(tc, aids_on: bool) -> list[str]:
+    """The residual-stream hook points the active training aids read."""
+    layers = {layer for layer, w in ((tc.hop_loss_layer, tc.hop_loss_weight),
+                                     (tc.prev_token_layer, tc.prev_token_loss_weight)) if aids_on and w > 0}
+    return [_resid_name(layer) for layer in sorted(layers)]
+
+
+def aid_losses(model: Transformer, cache: dict[str, torch.Tensor], tc, qpos: torch.Tensor,
+               hop_target: torch.Tensor, prev_target: torch.Tensor, total: torch.Tensor
+               ) -> tuple[torch.Tensor, dict[str, float]]:
+    """`total` plus the auxiliary training aids (not in the paper; spec §7), read from `cache`:
 
     hop loss         at the query position, the residual after `hop_loss_layer` blocks, read out
                      through the final norm + unembedding, predicts the first hop (queried shape);
-    prev-token loss  at every real position, the residual after `prev_token_layer` blocks predicts
-                     the previous token (a dense signal for the previous-token heads that both hops
-                     are built on).
+    prev-token loss  at every position, the residual after `prev_token_layer` blocks predicts the
+                     previous token (a dense signal for the previous-token heads both hops are
+                     built on). prev_target [B, T-1] holds the token before each position, -100
+                     where no loss is wanted (padding, noise, image tokens).
+    Only the aids whose residuals are in `cache` (see `aid_hook_names`) contribute.
     """
-    tokens, qpos = batch.tokens.to(device), batch.query_pos.to(device)
-    rows = torch.arange(len(batch), device=device)
-    hop_w = tc.hop_loss_weight if aids_on else 0.0
-    prev_w = tc.prev_token_loss_weight if aids_on else 0.0
-    wanted = {layer for layer, w in ((tc.hop_loss_layer, hop_w), (tc.prev_token_layer, prev_w)) if w > 0}
-    captured: dict[int, torch.Tensor] = {}
-    handles = [model.blocks[layer - 1].hook_resid_post.register_forward_hook(
-        lambda m, i, out, layer=layer: captured.__setitem__(layer, out)) for layer in wanted]
-    try:
-        logits = model(tokens, positions=qpos)                                    # [B, V]
-    finally:
-        for h in handles:
-            h.remove()
-    answer_loss = F.cross_entropy(logits, batch.answer.to(device))
-    stats = {"loss": answer_loss.item(), "train_acc": (logits.argmax(-1).cpu() == batch.answer).float().mean().item()}
-    total = answer_loss
-    if hop_w > 0:
-        hop_logits = model.readout(captured[tc.hop_loss_layer][rows, qpos])       # [B, V]
-        hop_loss = F.cross_entropy(hop_logits, batch.hop_target.to(device))
-        total = total + hop_w * hop_loss
+    stats = {}
+    hop = _resid_name(tc.hop_loss_layer)
+    if tc.hop_loss_weight > 0 and hop in cache:
+        rows = torch.arange(len(qpos), device=qpos.device)
+        hop_loss = F.cross_entropy(model.readout(cache[hop][rows, qpos]), hop_target)   # [B, V] logits
+        total = total + tc.hop_loss_weight * hop_loss
         stats["hop_loss"] = hop_loss.item()
-    if prev_w > 0:
-        resid = captured[tc.prev_token_layer][:, 1:]                               # [B, T-1, D]
-        target = tokens[:, :-1].masked_fill(tokens[:, 1:] == PAD, -100)             # ignore padding
-        prev_loss = F.cross_entropy(model.readout(resid).flatten(0, 1), target.flatten(), ignore_index=-100)
-        total = total + prev_w * prev_loss
+    prev = _resid_name(tc.prev_token_layer)
+    if tc.prev_token_loss_weight > 0 and prev in cache:
+        logits = model.readout(cache[prev][:, 1:])                                       # [B, T-1, V]
+        prev_loss = F.cross_entropy(logits.flatten(0, 1), prev_target.flatten(), ignore_index=-100)
+        total = total + tc.prev_token_loss_weight * prev_loss
         stats["prev_token_loss"] = prev_loss.item()
     return total, stats
+
+
+def losses(model: Transformer, batch: Batch, tc, aids_on: bool, device: str
+           ) -> tuple[torch.Tensor, dict[str, float]]:
+    """Answer-token cross-entropy, plus the training aids while they are on (`aid_losses`)."""
+    tokens, qpos = batch.tokens.to(device), batch.query_pos.to(device)
+    logits, cache = run_with_cache(model, aid_hook_names(tc, aids_on), tokens, positions=qpos, detach=False)
+    answer_loss = F.cross_entropy(logits, batch.answer.to(device))                # logits [B, V]
+    stats = {"loss": answer_loss.item(), "train_acc": (logits.argmax(-1).cpu() == batch.answer).float().mean().item()}
+    prev_target = tokens[:, :-1].masked_fill(tokens[:, 1:] == PAD, -100)            # ignore padding
+    total, aux_stats = aid_losses(model, cache, tc, qpos, batch.hop_target.to(device), prev_target, answer_loss)
+    return total, stats | aux_stats
 
 
 def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
