@@ -36,13 +36,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from lab import config as cfglib
-from lab.checkpoint import (checkpoint_exists, load_checkpoint, optimizer_from_tensors,
-                            optimizer_to_tensors, save_checkpoint)
+from lab.checkpoint import checkpoint_exists, load_checkpoint
 from lab.errors import UserError
 from lab.io import atomic_write_json, read_json
 from lab.rundir import MetricsLog, write_config
@@ -54,7 +52,8 @@ from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
 from .image_task import ContextBatch, ImageSide, grounding_loss, model_inputs, sample_context
 from .render import RenderConfig
 from .hooks import run_with_cache
-from .train import CHECKPOINT, aid_hook_names, aid_losses, build_model, lr_at, resolve_device, train
+from .train import (CHECKPOINT, aid_hook_names, aid_losses, build_model, lr_at, resolve_device,
+                    restore_training_state, save_training_state, train)
 
 MODES = ("text", "noise", "image", "mix")
 MATCH_LONGEST = -1  # fixed_steps sentinel: as many steps in all as the longest other regime
@@ -238,14 +237,10 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
     extra = tc.extra_steps if from_scratch else cur.stage_extra_steps
     opt = torch.optim.AdamW(params, lr=sched.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
     log = MetricsLog(stage_dir / "metrics.jsonl")
+    modules = {"model": model} | ({"image": image_side} if image_side is not None else {})
     state = {"step": 0, "streak": 0, "threshold_step": None, "train_seconds": 0.0}
     if checkpoint_exists(stage_dir / CHECKPOINT):
-        tensors, meta = load_checkpoint(stage_dir / CHECKPOINT)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        if image_side is not None:
-            image_side.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("image.")})
-        optimizer_from_tensors(opt, tensors, meta["optimizer"])
-        state = meta["state"]
+        state = restore_training_state(stage_dir / CHECKPOINT, modules, opt)["state"]
         log.truncate_after(state["step"])
         print(f"resuming {stage_dir} from step {state['step']}", file=sys.stderr)
     else:
@@ -253,12 +248,8 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         log.truncate_after(-1)
 
     def checkpoint() -> None:
-        opt_tensors, opt_meta = optimizer_to_tensors(opt)
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
-        if image_side is not None:
-            tensors |= {f"image.{k}": v for k, v in image_side.state_dict().items()}
-        save_checkpoint(stage_dir / CHECKPOINT, tensors, {
-            "state": state, "optimizer": opt_meta, "seed": seed, "stage": dataclasses.asdict(stage),
+        save_training_state(stage_dir / CHECKPOINT, modules, opt, {
+            "state": state, "seed": seed, "stage": dataclasses.asdict(stage),
             "model_config": cfglib.to_dict(cfg.model), "task_config": cfglib.to_dict(cfg.task)})
 
     crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))

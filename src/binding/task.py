@@ -198,7 +198,6 @@ def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fra
         order = np.broadcast_to(slot, (b, nmax)).copy()
     query_slot = (rng.random(b) * n).astype(np.int64)
 
-    rows = np.arange(b)[:, None]
     tokens = np.full((b, seq_len(nmax)), PAD, dtype=np.int64)
     tokens[:, 0] = BOS
     ctx_c, ctx_s = 1 + 2 * slot, 2 + 2 * slot                      # [1, Nmax] positions

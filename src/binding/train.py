@@ -109,6 +109,26 @@ def losses(model: Transformer, batch: Batch, tc, aids_on: bool, device: str
     return total, stats | aux_stats
 
 
+def save_training_state(stem: Path, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer,
+                        meta: dict) -> None:
+    """Checkpoint modules (keys `PREFIX.param`), the optimizer and `meta` (loop state, configs)."""
+    opt_tensors, opt_meta = optimizer_to_tensors(opt)
+    tensors = dict(opt_tensors)
+    for prefix, module in modules.items():
+        tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+    save_checkpoint(stem, tensors, {**meta, "optimizer": opt_meta})
+
+
+def restore_training_state(stem: Path, modules: dict[str, torch.nn.Module], opt: torch.optim.Optimizer) -> dict:
+    """Load what `save_training_state` wrote into modules and optimizer; returns the saved meta."""
+    tensors, meta = load_checkpoint(stem)
+    for prefix, module in modules.items():
+        n = len(prefix) + 1
+        module.load_state_dict({k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+    optimizer_from_tensors(opt, tensors, meta["optimizer"])
+    return meta
+
+
 def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
     saved = read_json(run_dir / "config.json", "run config")
     as_saved = json.loads(json.dumps(cfglib.to_dict(cfg)))  # tuples become lists, as in the file
@@ -138,10 +158,7 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
     state = {"step": 0, "streak": 0, "threshold_step": None, "train_seconds": 0.0}
     if checkpoint_exists(run_dir / CHECKPOINT):
         _check_same_config(run_dir, cfg, seed)
-        tensors, meta = load_checkpoint(run_dir / CHECKPOINT)
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        optimizer_from_tensors(opt, tensors, meta["optimizer"])
-        state = meta["state"]
+        state = restore_training_state(run_dir / CHECKPOINT, {"model": model}, opt)["state"]
         log.truncate_after(state["step"])
         print(f"resuming {run_dir} from step {state['step']}", file=sys.stderr)
     else:
@@ -151,12 +168,9 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         log.truncate_after(-1)
 
     def checkpoint() -> None:
-        opt_tensors, opt_meta = optimizer_to_tensors(opt)
-        tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
-        save_checkpoint(run_dir / CHECKPOINT, tensors, {
-            "state": state, "optimizer": opt_meta, "seed": seed,
-            "model_config": cfglib.to_dict(cfg.model), "task_config": cfglib.to_dict(cfg.task),
-            "vocab_size": model.vocab_size})
+        save_training_state(run_dir / CHECKPOINT, {"model": model}, opt, {
+            "state": state, "seed": seed, "model_config": cfglib.to_dict(cfg.model),
+            "task_config": cfglib.to_dict(cfg.task), "vocab_size": model.vocab_size})
 
     id_ns = range(cfg.task.id_n[0], cfg.task.id_n[1] + 1)
     crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))  # tests: a real SIGKILL mid-run
