@@ -22,8 +22,9 @@ Stage directories nest by prefix, so regimes that share a prefix share its stage
 
 The first stage of a regime trains from scratch with the run config's train section (and its
 training aids); later stages use the curriculum's stage_lr with a short warmup, then a constant
-rate, and no aids. Every stage is resumable exactly as `train` is. The headline of every regime is
-the text-only evaluation per N of its final model.
+rate, and the run's training aids until their own threshold holds (`stage_aids`). Every stage is
+resumable exactly as `train` is. The headline of every regime is the text-only evaluation per N of
+its final model.
 """
 from __future__ import annotations
 
@@ -63,7 +64,7 @@ MATCH_LONGEST = -1  # fixed_steps sentinel: as many steps in all as the longest 
 class CurriculumConfig:
     stage_lr: float = field(default=1e-3, metadata={"help": "AdamW rate of every stage after the first"})
     stage_warmup_steps: int = field(default=50, metadata={"help": "warmup of later stages (then constant)"})
-    stage_max_steps: int = field(default=600, metadata={"help": "cap on a later stage's steps"})
+    stage_max_steps: int = field(default=2000, metadata={"help": "cap on a later stage's steps"})
     stage_extra_steps: int = field(default=200, metadata={"help": "steps after a later stage's threshold holds"})
     scratch_max_steps: int = field(default=1500, metadata={
         "help": "cap on a first stage that is not text (mixed-from-start); 0 = train.max_steps"})
@@ -76,9 +77,10 @@ class CurriculumConfig:
     embed_grounding_weight: float = field(default=1.0, metadata={
         "help": "image -> text grounding also at the input: an object's patch token regresses onto "
                 "embed(colour) + embed(shape) (0 = off)"})
-    stage_aids: bool = field(default=False, metadata={
+    stage_aids: bool = field(default=True, metadata={
         "help": "later stages also use the run's training aids (hop loss, previous-token loss, one-hop "
-                "queries) until their threshold holds (not in the paper)"})
+                "queries) until their threshold holds (not in the paper; without them the cpu-scale "
+                "image stage stays on the 1/N plateau)"})
     render: RenderConfig = field(default_factory=lambda: RenderConfig(canvas_px=48, cell_px=8, sprite_px=8,
                                                                       patch_px=8))
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
