@@ -8,6 +8,7 @@
     binding pretrain-encoder --kind cnn --out runs/enc     pretrain a small frozen visual encoder
     binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
     binding reproduce --preset cpu --out runs/repro        every regime, table.json, report.md, figure
+    binding analyze --run runs/t0 --out runs/t0/mechanism  interventions, knockout, probes of one model
 
 Any config field can be overridden after the flags: `binding train --preset cpu --out runs/x
 model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`.
@@ -150,6 +151,32 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
 
 
+def _n_range(text: str) -> tuple[int, int]:
+    try:
+        lo, hi = (int(x) for x in text.split(","))
+    except ValueError:
+        raise UserError(f"--n-range takes LO,HI (two integers), got {text!r}") from None
+    return lo, hi
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from .interp.analyze import AnalyzeConfig, analyze
+
+    acfg = AnalyzeConfig(n_pairs=args.pairs, seed=args.seed, n_range=_n_range(args.n_range) if args.n_range else (0, 0),
+                         point=args.point, position=args.position, probe_samples=args.probe_samples)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    res = analyze(args.run, args.out, acfg)
+    peak = res["peak_layer"]
+    p = res["proportions_by_layer"][peak]
+    ratio = res["symbolic_positional_ratio"]
+    print(f"{res['n_pairs']}/{res['n_pairs_generated']} pairs used; peak layer {peak}: positional {p['positional']:.3f} "
+          f"symbolic {p['symbolic']:.3f} reflexive {p['reflexive']:.3f}; symbolic/positional "
+          f"{'inf' if ratio is None else f'{ratio:.2f}'}")
+    print(f"-> {Path(args.out) / 'mechanism.json'}, {Path(args.out) / 'summary.md'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="binding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -226,6 +253,20 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
     sp.set_defaults(func=cmd_reproduce)
+
+    sp = sub.add_parser("analyze", help="the mechanism of a trained model: interventions, knockout, probes")
+    sp.add_argument("--run", required=True, help="a run or curriculum stage directory (config.json + checkpoint)")
+    sp.add_argument("--out", required=True, help="folder for mechanism.json, figures and summary.md")
+    sp.add_argument("--pairs", type=int, default=1000, help="counterfactual pairs")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the pairs and samples")
+    sp.add_argument("--n-range", default="", help="N of the pairs and samples as LO,HI (default: the run's ID range)")
+    sp.add_argument("--point", default="resid_post", choices=["resid_post", "resid_pre", "attn_out", "mlp_out"],
+                    help="hook patched in every block")
+    sp.add_argument("--position", default="query", choices=["query", "que", "all"],
+                    help="where the counterfactual is patched in: the query token, the [QUE] token, or every token")
+    sp.add_argument("--probe-samples", type=int, default=4000, help="examples for the linear probes")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    sp.set_defaults(func=cmd_analyze)
     return p
 
 

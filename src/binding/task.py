@@ -185,7 +185,6 @@ def is_heldout(tokens: np.ndarray, fraction: float) -> np.ndarray:
 def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fraction: float = 0.0
            ) -> dict[str, np.ndarray]:
     b, nmax = len(n), int(n.max())
-    voc = Vocab.of(cfg)
     slot = np.arange(nmax)[None, :]
     real = slot < n[:, None]                                     # [B, Nmax]
     colors = _distinct(rng, b, cfg.n_colors, nmax)
@@ -197,7 +196,20 @@ def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fra
     else:
         order = np.broadcast_to(slot, (b, nmax)).copy()
     query_slot = (rng.random(b) * n).astype(np.int64)
+    # a one-hop example asks with the shape itself (shape -> item): a training aid, never evaluated
+    one_hop = rng.random(b) < one_hop_fraction if one_hop_fraction > 0 else np.zeros(b, dtype=bool)
+    return encode(cfg, n, colors, shapes, items, order, query_slot, one_hop)
 
+
+def encode(cfg: TaskConfig, n: np.ndarray, colors: np.ndarray, shapes: np.ndarray, items: np.ndarray,
+           order: np.ndarray, query_slot: np.ndarray, one_hop: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Lay out examples given by their symbols (per-vocabulary indices, [B, Nmax]; entries past an
+    example's N are ignored) as token rows. Returns the fields of a `Batch` as numpy arrays."""
+    b, nmax = len(n), int(n.max())
+    voc = Vocab.of(cfg)
+    slot = np.arange(nmax)[None, :]
+    real = slot < n[:, None]                                     # [B, Nmax]
+    colors, shapes, items, order = (np.asarray(a)[:, :nmax] for a in (colors, shapes, items, order))
     tokens = np.full((b, seq_len(nmax)), PAD, dtype=np.int64)
     tokens[:, 0] = BOS
     ctx_c, ctx_s = 1 + 2 * slot, 2 + 2 * slot                      # [1, Nmax] positions
@@ -210,8 +222,7 @@ def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fra
     tokens[rr, 3 + 2 * n[rr] + 2 * cc] = voc.item0 + items[rr, obj]
     tokens[np.arange(b), 2 + 4 * n] = QUE
     query_pos = 3 + 4 * n
-    # a one-hop example asks with the shape itself (shape -> item): a training aid, never evaluated
-    one_hop = rng.random(b) < one_hop_fraction if one_hop_fraction > 0 else np.zeros(b, dtype=bool)
+    one_hop = np.zeros(b, dtype=bool) if one_hop is None else one_hop
     tokens[np.arange(b), query_pos] = np.where(one_hop, voc.shape0 + shapes[np.arange(b), query_slot],
                                                voc.color0 + colors[np.arange(b), query_slot])
 
