@@ -1,6 +1,6 @@
 """`compare-pretrained`: the interchange intervention on Hugging Face models, on tiny random ones.
 
-The models (Llama, Qwen2 and a Qwen2-VL) and their byte-level BPE tokenizer are built here and saved
+The models (Llama, Qwen2, Qwen2-VL and Qwen3-VL) and their byte-level BPE tokenizer are built here and saved
 into a temporary folder: nothing is downloaded.
 """
 import argparse
@@ -58,6 +58,12 @@ def folders(tmp_path_factory):
             text_config=dict(text_kwargs(v + 3), rope_scaling={"type": "mrope", "mrope_section": [1, 1, 2]}),
             vision_config=dict(depth=1, embed_dim=16, hidden_size=32, num_heads=2, mlp_ratio=2),
             image_token_id=v, video_token_id=v + 1, vision_start_token_id=v + 2)),
+        "qwen3vl": transformers.Qwen3VLForConditionalGeneration(transformers.Qwen3VLConfig(
+            text_config=dict(text_kwargs(v + 3), head_dim=8, rope_scaling={
+                "rope_type": "default", "mrope_section": [1, 1, 2], "mrope_interleaved": True}),
+            vision_config=dict(depth=1, hidden_size=16, out_hidden_size=32, num_heads=2, intermediate_size=32,
+                               deepstack_visual_indexes=[]),
+            image_token_id=v, video_token_id=v + 1, vision_start_token_id=v + 2)),
     }
     out = {}
     for name, model in built.items():
@@ -102,7 +108,7 @@ def test_original_and_counterfactual_prompts_tokenize_to_equal_lengths():
     assert len(set(words.item_token.tolist())) == 12  # items are told apart by their first token
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2vl"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2vl", "qwen3vl"])
 def test_patching_the_originals_own_activations_changes_nothing(folders, name):
     m = load_model(folders[name])
     orig, _ = pairs_ids(m)
@@ -112,7 +118,7 @@ def test_patching_the_originals_own_activations_changes_nothing(folders, name):
         torch.testing.assert_close(patched_logits(m, orig, layer, states[layer]), clean, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2vl"])
+@pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2vl", "qwen3vl"])
 def test_patching_the_last_layer_reproduces_the_counterfactuals_logits(folders, name):
     m = load_model(folders[name])
     orig, cf = pairs_ids(m)
@@ -125,8 +131,9 @@ def test_patching_the_last_layer_reproduces_the_counterfactuals_logits(folders, 
 
 
 def test_a_vlm_folder_loads_its_language_backbone(folders):
-    m = load_model(folders["qwen2vl"])
-    assert m.is_vlm and m.layers_path == "model.language_model.layers" and m.n_layers == 3
+    for name in ("qwen2vl", "qwen3vl"):
+        m = load_model(folders[name])
+        assert m.is_vlm and m.layers_path == "model.language_model.layers" and m.n_layers == 3
     assert not load_model(folders["llama"]).is_vlm
 
 
