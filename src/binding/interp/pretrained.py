@@ -67,9 +67,12 @@ class Loaded:
 def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
                trust_remote_code: bool = False) -> Loaded:
     """A causal LM (or a VLM's language backbone) and its tokenizer from a local folder."""
-    import transformers
-    from nnsight import NNsight
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    try:
+        import transformers
+        from nnsight import NNsight
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoTokenizer
+    except ImportError as e:
+        raise UserError(f"compare-pretrained needs transformers and nnsight ({e}): pip install -e '.[hf]'") from None
 
     path = Path(path)
     if not path.is_dir():

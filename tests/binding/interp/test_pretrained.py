@@ -18,10 +18,10 @@ from transformers import PreTrainedTokenizerFast  # noqa: E402
 
 from binding.interp import nl_task  # noqa: E402
 from binding.interp.counterfactual import OUTCOMES, make_pairs  # noqa: E402
-from binding.interp.nl_task import render  # noqa: E402
+from binding.interp.nl_task import choose, render  # noqa: E402
 from binding.interp.pretrained import (  # noqa: E402
     compare_pretrained, load_model, patched_logits, register, run_and_save, summarize)
-from binding.task import TaskConfig  # noqa: E402
+from binding.task import TaskConfig, Vocab  # noqa: E402
 from lab.errors import UserError  # noqa: E402
 
 TEMPLATE_WORDS = "The the object is a holds Question what does hold Answer . ? :".split()
@@ -106,6 +106,19 @@ def test_original_and_counterfactual_prompts_tokenize_to_equal_lengths():
     assert all((len(o) == len(c)) == k for o, c, k in zip(orig, cf, keep))
     assert keep.any() and not keep.all()
     assert len(set(words.item_token.tolist())) == 12  # items are told apart by their first token
+
+
+def test_the_prediction_is_the_candidate_item_with_the_largest_first_token_logit():
+    pairs = make_pairs(TASK, 3, seed=2)
+    words = nl_task.choose_words(bpe_tokenizer(), 8, 8, 8)
+    item0 = Vocab.of(TASK).item0
+    logits = torch.zeros(3, 1000)
+    logits[:, 999] = 50.0  # the largest logit, but no item's token: never chosen
+    strategies = ("positional", "symbolic", "reflexive")
+    for i, strategy in enumerate(strategies):
+        logits[i, words.item_token[int(pairs.predicted[strategy][i]) - item0]] = 10.0
+    pred = choose(logits, pairs, words, item0)
+    assert pred.tolist() == [int(pairs.predicted[s][i]) for i, s in enumerate(strategies)]
 
 
 @pytest.mark.parametrize("name", ["llama", "qwen2", "qwen2vl", "qwen3vl"])
