@@ -173,9 +173,16 @@ class Transformer(nn.Module):
         if self.pos_embed is not None:
             x = x + self.pos_embed.weight[:t]
         x = self.hook_embed(x)
+        return self.run_blocks(x, 0, attendable, positions, return_resid)
+
+    def run_blocks(self, x: torch.Tensor, start: int, attendable: torch.Tensor | None = None,
+                   positions: torch.Tensor | None = None, return_resid: bool = False):
+        """Blocks start.. on the residual stream x [B, T, D] entering block `start`, then the readout
+        (as in forward). Interventions use it to resume a run from a patched residual."""
+        b, t, _ = x.shape
         rope = (self.rope_cos[:t], self.rope_sin[:t]) if self.cfg.pos_encoding == "rope" else None
-        mask = self.attention_mask(t, attendable, tokens.device)
-        for block in self.blocks:
+        mask = self.attention_mask(t, attendable, x.device)
+        for block in self.blocks[start:]:
             x = block(x, mask, rope)
         resid = x
         if positions is not None:

@@ -114,6 +114,11 @@ def test_batched_sweep_agrees_with_the_one_pair_at_a_time_loop():
     naive = naive_sweep(model, pairs)
     for o in OUTCOMES:
         assert [int(h.sum()) for h in sw.outcomes[o]] == naive[o]
+    # resuming from a patched residual (resid points) and patching by hook (the rest) agree too
+    points = ["blocks.0.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.2.hook_mlp_out"]
+    other, naive_other = sweep(model, pairs, points), naive_sweep(model, pairs, points)
+    for o in OUTCOMES:
+        assert [int(h.sum()) for h in other.outcomes[o]] == naive_other[o]
     props = sw.proportions()
     assert all(abs(sum(p.values()) - 1) < 1e-6 for p in props), props
     assert props[-1]["reflexive"] == 1.0        # the full final residual: the counterfactual's own answer
