@@ -74,11 +74,7 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
     except ImportError as e:
         raise UserError(f"compare-pretrained needs transformers and nnsight ({e}): pip install -e '.[hf]'") from None
 
-    path = Path(path)
-    if not path.is_dir():
-        raise UserError(f"model folder {path} does not exist")
-    if not (path / "config.json").is_file():
-        raise UserError(f"{path} is not a Hugging Face model folder: it has no config.json")
+    path = check_folder(path)
     if dtype not in DTYPES:
         raise UserError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     dev = _device(device)
@@ -119,6 +115,15 @@ def load_model(path: str | Path, device: str = "cpu", dtype: str = "float32",
     kwargs = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     return Loaded(model, NNsight(model), tokenizer, layers_path, len(_get(model, layers_path)), is_vlm,
                   dev, kwargs)
+
+
+def check_folder(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"model folder {path} does not exist")
+    if not (path / "config.json").is_file():
+        raise UserError(f"{path} is not a Hugging Face model folder: it has no config.json")
+    return path
 
 
 def _get(obj, dotted: str):
@@ -239,6 +244,8 @@ def compare_pretrained(llm: str | Path, vlm: str | Path | None, out: str | Path,
                       ood_n=n_range).validate()
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    for path in (llm, vlm) if vlm else (llm,):
+        check_folder(path)  # before hours of work on the first model
     pairs = make_pairs(task, n_pairs, seed, n_range)
     load = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code)
     result: dict[str, Any] = dict(

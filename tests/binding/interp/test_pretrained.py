@@ -223,3 +223,8 @@ def test_the_command_line(folders, tmp_path):
         bad = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", flag])
         with pytest.raises(UserError, match=message):
             bad.func(bad)
+    missing_vlm = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--vlm", str(tmp_path / "nope"),
+                                "--out", str(tmp_path / "never")])
+    with pytest.raises(UserError, match="does not exist"):  # found before any work on the LLM
+        missing_vlm.func(missing_vlm)
+    assert not (tmp_path / "never").exists()
