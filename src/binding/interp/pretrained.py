@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import inspect
-import json
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
@@ -31,10 +30,11 @@ import numpy as np
 import torch
 
 from lab.errors import UserError
+from lab.io import atomic_write_json
 
 from ..task import TaskConfig, Vocab
 from .counterfactual import OUTCOMES, Pairs, classify, make_pairs
-from .nl_task import Words, answer_word, choose, choose_words, prompt, render
+from .nl_task import ITEM_WORDS, Words, answer_word, choose, choose_words, prompt, render
 
 LAYER_PATHS = ("model.language_model.layers", "model.layers", "language_model.model.layers",
                "model.model.layers", "language_model.layers", "transformer.h", "gpt_neox.layers")
@@ -244,6 +244,8 @@ def compare_pretrained(llm: str | Path, vlm: str | Path | None, out: str | Path,
                       ood_n=n_range).validate()
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1, got {batch_size}")
+    if n_words > len(ITEM_WORDS):
+        raise UserError(f"--words {n_words}: at most {len(ITEM_WORDS)} words per vocabulary")
     for path in (llm, vlm) if vlm else (llm,):
         check_folder(path)  # before hours of work on the first model
     pairs = make_pairs(task, n_pairs, seed, n_range)
@@ -257,7 +259,7 @@ def compare_pretrained(llm: str | Path, vlm: str | Path | None, out: str | Path,
     )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "pretrained.json").write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out / "pretrained.json", result)
     _plot(result, out / "pretrained.png")
     (out / "pretrained.md").write_text(_markdown(result))
     return result
