@@ -9,6 +9,7 @@
     binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
     binding reproduce --preset cpu --out runs/repro        every regime, table.json, report.md, figure
     binding analyze --run runs/t0 --out runs/t0/mechanism  interventions, knockout, probes of one model
+    binding compare-pretrained --llm DIR --vlm DIR --out D  the same intervention on Hugging Face LLM vs VLM
 
 Any config field can be overridden after the flags: `binding train --preset cpu --out runs/x
 model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`.
@@ -144,7 +145,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     _curriculum_configs(args)  # bad overrides fail here, not in every job
     if args.seeds is not None and args.seeds < 1:
         raise UserError("--seeds must be >= 1")
-    table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet)
+    table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet,
+                      analysis=not args.no_analysis)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
               f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy']})")
@@ -250,6 +252,7 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--out", required=True)
     sp.add_argument("--seeds", type=int, default=None, help="seeds per regime (default: the preset's; cpu 1)")
     sp.add_argument("--workers", type=int, default=2, help="jobs in parallel (one thread each)")
+    sp.add_argument("--no-analysis", action="store_true", help="skip the mechanism analysis of every regime")
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
     sp.set_defaults(func=cmd_reproduce)
@@ -267,6 +270,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--probe-samples", type=int, default=4000, help="examples for the linear probes")
     sp.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
     sp.set_defaults(func=cmd_analyze)
+
+    from .interp.pretrained import register as register_compare_pretrained
+    register_compare_pretrained(sub)
     return p
 
 

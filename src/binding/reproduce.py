@@ -14,6 +14,8 @@ interrupted one continues from its checkpoint. Writes
     OUT/report.md      the table beside the paper's numbers
     OUT/accuracy_by_n.png
     OUT/logs/*.log     each job's output
+    OUT/mechanism.json, OUT/mechanism_by_regime.png   the mechanism of every regime's final model
+                       (`binding analyze`, per model in OUT/seedS/<regime>/mechanism/; --no-analysis skips it)
 """
 from __future__ import annotations
 
@@ -104,7 +106,7 @@ def summarize(out: Path, seeds: list[int]) -> list[dict]:
     return table
 
 
-def write_report(out: Path, table: list[dict], preset: str, wall_s: float) -> Path:
+def write_report(out: Path, table: list[dict], preset: str, wall_s: float, mechanism: str = "") -> Path:
     rows = []
     for e in table:
         sd = f" +- {100 * e['ood_accuracy_sd']:.1f}" if len(e["seeds"]) > 1 else " (1 seed)"
@@ -123,13 +125,13 @@ def write_report(out: Path, table: list[dict], preset: str, wall_s: float) -> Pa
                         "steps", "stages (steps; * = threshold not reached)"], rows)
             + f"\n![accuracy by N]({png.name})\n\nWall time of this `binding reproduce` call: {wall_s:.0f} s "
             f"(stages finished by an earlier call are reused, not retrained; each stage's own "
-            f"train_seconds is in its results.json).\n")
+            f"train_seconds is in its results.json).\n" + (f"\n{mechanism}" if mechanism else ""))
     (out / "report.md").write_text(text)
     return out / "report.md"
 
 
 def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides: list[str] | None = None,
-              workers: int = 2, quiet: bool = False) -> list[dict]:
+              workers: int = 2, quiet: bool = False, analysis: bool = True) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(seeds or SEEDS.get(preset, 1)))
@@ -138,5 +140,9 @@ def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides:
     wall_s = time.time() - t0
     table = summarize(out, seed_list)
     atomic_write_json(out / "table.json", table)
-    write_report(out, table, preset, wall_s)
+    mechanism = ""
+    if analysis:
+        from .interp.compare import analyze_regimes, report_section
+        mechanism = report_section(analyze_regimes(out, table, quiet=quiet))
+    write_report(out, table, preset, wall_s, mechanism)
     return table

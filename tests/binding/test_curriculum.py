@@ -13,6 +13,8 @@ from binding.config import preset
 from binding.curriculum import CURRICULUM_PRESETS, context_losses, ensure_encoder, regimes, run_regime
 from binding.encoders import EncoderConfig
 from binding.image_task import ImageSide, add_noise, model_inputs, sample_context
+from binding.interp.analyze import AnalyzeConfig
+from binding.interp.compare import analyze_regimes, report_section
 from binding.reproduce import summarize, write_report
 from binding.task import BOS, CTX_END, NOISE, Vocab, sample_batch
 from binding.train import build_model
@@ -152,6 +154,15 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     assert {e["regime"] for e in table} == {"noise-image-text", "image-text", "text-only-equal-compute"}
     report = write_report(tmp_path, table, "smoke", 1.0).read_text()
     assert "83.6" in report and (tmp_path / "accuracy_by_n.png").exists()
+
+    # the mechanism of every regime's final model, side by side (what `binding reproduce` adds)
+    small = AnalyzeConfig(n_pairs=40, knockout_samples=64, probe_samples=80)
+    mech = analyze_regimes(tmp_path, table, small, quiet=True)
+    assert [m["regime"] for m in mech] == [e["regime"] for e in table]
+    assert (seed_dir / "image-text" / "mechanism" / "mechanism.json").exists()
+    assert (tmp_path / "mechanism_by_regime.png").exists()
+    assert json.loads((tmp_path / "mechanism.json").read_text())[0]["layers"] == [0, 1]
+    assert "image-text" in report_section(mech)
 
 
 def _comparable(stage_dir):
