@@ -1,21 +1,22 @@
 """Routing one request IoT -> ... -> cloud with real failures (spec section 7).
 
-For each node in chain order the router plays the consumer's side of every incoming link: a
-producer delivered if its call returned within `hop_deadline_s` of being made; it is dead for
-this request if its call failed (process gone), missed the deadline (hung or too slow), or the
-supervisor already knows it is not up (then no time is spent waiting on it). The consumer is then
-called with the method's inputs: each alive producer's tensor, `None` + alive 0 for a dead one,
-and `PhysicalNode` applies the rule -- ResiliNet's multiplexer takes the skip input, deepFogGuard /
-ResiliNet+ drop the term -- exactly as in the simulation. Each hop has its own deadline, measured
-from its own call, so a hung node early in the chain does not make every later hop miss too.
+The router submits every hop's actor call at once, passing each producer's output ref as the
+consumer's argument: Ray hands each input over when it is ready, node to node, so the hops of
+one request follow each other without a round trip through the router, and the hops of
+concurrent requests overlap. The router then confirms the hops in chain order, playing the
+consumer's side of every incoming link: a producer delivered if its call finished within
+`hop_deadline_s` of its inputs being there; it is dead for this request if its call failed
+(process gone) or missed the deadline (hung or too slow), and then every later hop is cancelled
+and submitted again with that producer's input `None` + alive 0, so `PhysicalNode` applies the
+method's rule -- ResiliNet's multiplexer takes the skip input, deepFogGuard / ResiliNet+ drop the
+term -- exactly as in the simulation. A node the supervisor already knows is not up is left out
+of the graph from the start (no time is spent waiting on it). Each hop has its own deadline, so a
+hung node early in the chain does not make every later hop miss too.
 
 When no IoT -> cloud path survived (always the case for vanilla with any dead node) the cloud
 guesses a class from the training label prior, as the exact evaluation assumes. The IoT and the
 cloud never fail in the paper's model; if their process crashes anyway the request waits for the
 supervisor to bring it back and is retried, so it is not lost.
-
-Tensor refs flow from producer actor to consumer actor through Ray's object store; the router
-only reads each call's small status, and the logits at the end.
 
 Cross-request batching: every hop costs an actor call (ms), whatever the batch, so concurrent
 requests are merged: requests that arrive while `routes_in_flight` merged batches are on their
@@ -164,51 +165,54 @@ class Router:
                 time.sleep(0.05)
 
     def _route(self, x: torch.Tensor, t0: float) -> Answer:
-        topo, sup = self.topology, self.supervisor
+        topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
         b = x.shape[0]
-        delivered: dict[str, dict[str, object]] = {}  # producer -> {consumer: tensor ref}
+        x_np = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
         reason: dict[str, str] = {}
-        logits_ref = None
+        calls: dict[str, _Call] = {}
+        # 1. The whole graph at once, every node the supervisor reports up assumed to deliver.
         for name in topo.chain:
-            if name == topo.iot:
-                inputs, alive = [x], {"input": 1.0}
-            else:
-                inputs = [delivered.get(p, {}).get(name) for p in self.producers[name]]
-                alive = {p: (1.0 if p in delivered else 0.0) for p in self.producers[name]}
-            endpoint = name in (topo.iot, topo.cloud)
             target = sup.routable(name)
             if target is None:
-                if endpoint:
+                if name in (topo.iot, topo.cloud):
                     raise _EndpointDown(f"{name} is {sup.nodes[name].state}")
                 reason[name] = sup.nodes[name].state  # known down / hung / starting: skip at once
                 continue
-            handle, gen = target
-            n_out = max(1, len(self.consumers[name]))
-            t_call = time.perf_counter()
-            refs = handle.forward.options(num_returns=1 + n_out).remote(self.key, alive, b, *inputs)
+            calls[name] = self._submit(name, *target, calls, x_np, b)
+        # 2. Confirm hop by hop in chain order. A hop's deadline runs from the moment its inputs were
+        # there (the previous hop confirmed, or the call made); a hop that fails or misses it is
+        # dead for this request, and every later hop is submitted again without it.
+        inputs_at = time.perf_counter()
+        for i, name in enumerate(topo.chain):
+            call = calls.get(name)
+            if call is None:
+                continue
             try:
-                ray.get(refs[0], timeout=self.cfg.hop_deadline_s)
+                ray.get(call.refs[0], timeout=max(0.0, inputs_at + deadline_s - time.perf_counter()))
             except ray.exceptions.GetTimeoutError:
-                _cancel(refs[0])
-                if endpoint:
-                    raise _EndpointDown(f"{name} missed the {self.cfg.hop_deadline_s} s deadline")
-                reason[name] = "deadline"
-                continue
+                why = "deadline"
             except ray.exceptions.RayError as e:
-                sup.report_failure(name, gen, f"call failed: {type(e).__name__}")
-                if endpoint:
-                    raise _EndpointDown(f"{name} failed ({type(e).__name__})")
-                reason[name] = "failed"
-                continue
-            sup.record(name, 1e3 * (time.perf_counter() - t_call))
-            if self.consumers[name]:
-                delivered[name] = dict(zip(self.consumers[name], refs[1:]))
+                sup.report_failure(name, call.generation, f"call failed: {type(e).__name__}")
+                why = "failed"
             else:
-                logits_ref = refs[1]
-        alive_mask = {n: n in delivered for n in topo.failure_prone}
+                now = time.perf_counter()
+                sup.record(name, 1e3 * (now - inputs_at))
+                inputs_at = now
+                continue
+            if name in (topo.iot, topo.cloud):
+                raise _EndpointDown(f"{name} {'missed the deadline' if why == 'deadline' else 'failed'}")
+            reason[name] = why
+            del calls[name]
+            for later in topo.chain[i + 1:]:
+                if later in calls:
+                    _cancel(calls[later].refs[0])
+                    calls[later] = self._submit(later, calls[later].handle, calls[later].generation, calls, x_np, b)
+            _cancel(call.refs[0])
+            inputs_at = time.perf_counter()
+        alive_mask = {n: n in calls for n in topo.failure_prone}
         connected = topo.connected(alive_mask | {topo.iot: True, topo.cloud: True})
         try:
-            logits = ray.get(logits_ref, timeout=self.cfg.hop_deadline_s)
+            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=deadline_s)))
         except ray.exceptions.RayError as e:
             raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
         if connected:
@@ -217,6 +221,26 @@ class Router:
             with self._rng_lock:
                 preds = self._rng.choice(len(self.prior), size=b, p=self.prior).tolist()
         return Answer(logits, preds, alive_mask, connected, reason, 1e3 * (time.perf_counter() - t0))
+
+    def _submit(self, name: str, handle, generation: int, calls: dict, x_np: np.ndarray, b: int) -> "_Call":
+        """Call `name` with its producers' output refs as arguments (Ray hands them over when
+        they are ready, actor to actor); a producer not in `calls` is dead: None, alive 0."""
+        if name == self.topology.iot:
+            inputs, alive = [x_np], {"input": 1.0}
+        else:
+            inputs = [calls[p].sent[name] if p in calls else None for p in self.producers[name]]
+            alive = {p: (1.0 if p in calls else 0.0) for p in self.producers[name]}
+        consumers = self.consumers[name] or ("logits",)
+        refs = handle.forward.options(num_returns=1 + len(consumers)).remote(self.key, alive, b, *inputs)
+        return _Call(handle, generation, refs, dict(zip(consumers, refs[1:])))
+
+
+@dataclass
+class _Call:
+    handle: object
+    generation: int
+    refs: list                      # [status ref, one ref per consumer]
+    sent: dict                      # consumer (or "logits") -> ref of what this node sends it
 
 
 class _EndpointDown(Exception):
