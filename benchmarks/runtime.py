@@ -5,7 +5,8 @@ in-process model, in the same run on the same inputs, and failover time.
 
 Rows: `in-process` calls `PartitionedModel` directly (one caller, torch threads as set);
 `router` calls the runtime's Python API (Ray actors, no HTTP) from C threads; `http` posts JSON
-from C client *processes* (bodies encoded once, so client CPU stays small). Every row reports
+and `http-bin` raw float32 (application/octet-stream) from C client *processes* (bodies encoded
+once, so client CPU stays small). Every row reports
 examples/s and per-request p50/p99 latency. Failover: a client sends batch-1 requests back to
 back; a node process is SIGKILLed (or SIGSTOPped: a hang) and the time from the signal to the
 first answer that reports the node dead is measured, several times.
@@ -75,14 +76,14 @@ def bench_router(router, x, batch: int, clients: int, seconds: float) -> dict:
     return {"examples_per_s": counts[0] / (time.perf_counter() - t0), **_pcts(lat)}
 
 
-def _http_client(addr, bodies, seconds, q) -> None:
+def _http_client(addr, bodies, ctype, seconds, q) -> None:
     conn = http.client.HTTPConnection(*addr, timeout=60)
     lat, n, i = [], 0, 0
     t_end = time.perf_counter() + seconds
     while time.perf_counter() < t_end:
         body, b = bodies[i % len(bodies)]
         t0 = time.perf_counter()
-        conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        conn.request("POST", "/predict", body, {"Content-Type": ctype})
         r = conn.getresponse()
         r.read()
         if r.status == 200:
@@ -92,11 +93,16 @@ def _http_client(addr, bodies, seconds, q) -> None:
     q.put((n, lat))
 
 
-def bench_http(addr, x, batch: int, clients: int, seconds: float) -> dict:
-    bodies = [(json.dumps({"inputs": x[j * batch:(j + 1) * batch].tolist()}).encode(), batch) for j in range(8)]
+def bench_http(addr, x, batch: int, clients: int, seconds: float, binary: bool = False) -> dict:
+    xs = [x[j * batch:(j + 1) * batch] for j in range(8)]
+    if binary:
+        bodies = [(xb.numpy().astype("<f4").tobytes(), batch) for xb in xs]
+    else:
+        bodies = [(json.dumps({"inputs": xb.tolist()}).encode(), batch) for xb in xs]
+    ctype = "application/octet-stream" if binary else "application/json"
     ctx = mp.get_context("fork")
     q = ctx.Queue()
-    ps = [ctx.Process(target=_http_client, args=(addr, bodies, seconds, q)) for _ in range(clients)]
+    ps = [ctx.Process(target=_http_client, args=(addr, bodies, ctype, seconds, q)) for _ in range(clients)]
     t0 = time.perf_counter()
     for p in ps:
         p.start()
@@ -157,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--failovers", type=int, default=5, help="repeats per failover kind")
     ap.add_argument("--hop-deadline-s", type=float, default=0.5)
+    ap.add_argument("--routes-in-flight", type=int, default=None,
+                    help="merged batches on the chain at once (default: RuntimeConfig's)")
     args = ap.parse_args(argv)
 
     from resilinet.runtime.service import start_service, stop_service
@@ -167,7 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg, model, seed = load_run(args.run)
     model.eval()
     x = load_splits(cfg, seed).x_test
-    service = start_service(args.run, port=0, cfg=RuntimeConfig(hop_deadline_s=args.hop_deadline_s))
+    rt_cfg = RuntimeConfig(hop_deadline_s=args.hop_deadline_s)
+    if args.routes_in_flight is not None:
+        rt_cfg.routes_in_flight = args.routes_in_flight
+    service = start_service(args.run, port=0, cfg=rt_cfg)
     router = service.router
     rows = []
     try:
@@ -179,7 +190,9 @@ def main(argv: list[str] | None = None) -> int:
                              **bench_router(router, x, b, c, args.seconds)})
                 rows.append({"path": "http", "batch": b, "clients": c,
                              **bench_http(service.address, x, b, c, args.seconds)})
-                print(rows[-2], rows[-1], flush=True)
+                rows.append({"path": "http-bin", "batch": b, "clients": c,
+                             **bench_http(service.address, x, b, c, args.seconds, binary=True)})
+                print(*rows[-3:], sep="\n", flush=True)
         fo = {"kill": [], "hang": []}
         for how in ("kill", "hang"):
             for k in range(args.failovers):
@@ -191,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     inproc = {r["batch"]: r["examples_per_s"] for r in rows if r["path"] == "in-process"}
     for r in rows:
         r["vs_in_process"] = r["examples_per_s"] / inproc[r["batch"]]
-    out = {"run": args.run, "hop_deadline_s": args.hop_deadline_s, "cpus": os.cpu_count(), "rows": rows,
+    out = {"run": args.run, "hop_deadline_s": args.hop_deadline_s, "routes_in_flight": rt_cfg.routes_in_flight,
+           "batch_examples": rt_cfg.batch_examples, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows,
            "failover_s": fo, "failover_goal_s": args.hop_deadline_s + 0.1,
            "failover_max_s": {k: max(v) for k, v in fo.items()},
            "torch_threads_in_process": torch.get_num_threads()}

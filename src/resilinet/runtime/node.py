@@ -33,6 +33,8 @@ import torch
 from .cluster import ray
 
 
+# Several threads: Ray then runs calls in the order their inputs are ready, not the order they
+# were made, so a call waiting on a hung producer's output never holds up the calls behind it.
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=4)
 class NodeProcess:
     def __init__(self, modules: dict, threads: int = 1):

@@ -196,7 +196,7 @@ class Router:
                 why = "failed"
             else:
                 now = time.perf_counter()
-                sup.record(name, 1e3 * (now - inputs_at))
+                sup.record(name, call.generation, 1e3 * (now - inputs_at))
                 inputs_at = now
                 continue
             if name in (topo.iot, topo.cloud):

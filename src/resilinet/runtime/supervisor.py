@@ -8,6 +8,8 @@ Node states (what the router reads):
     hung        a health check is overdue; routed around; killed and replaced after `hung_restart_s`
 A "slow" node that misses one request's per-hop deadline is dead for THAT request only (the
 router decides); only the health check moves it to `hung`, so slow and dead are not conflated.
+A routed request that a node answered within the last `health_interval_s` is itself a real
+forward pass, so under load the check is skipped for that node (it costs an actor call each).
 """
 from __future__ import annotations
 
@@ -49,6 +51,7 @@ class NodeState:
     since: float = field(default_factory=time.monotonic)   # when `state` was entered
     pending: tuple | None = None  # (health ref, submitted at)
     served: int = 0               # requests this node answered (router's count, across restarts)
+    last_ok: float = 0.0          # monotonic time of its last answered request (this generation)
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
     last_error: str = ""
     events: list = field(default_factory=list)  # (monotonic time, what) restarts, rejoins
@@ -144,12 +147,16 @@ class Supervisor:
     def check_once(self) -> None:
         now = time.monotonic()
         for s in self.nodes.values():
-            if s.pending is None:
+            if s.pending is None and not (s.state == "up" and now - s.last_ok < self.cfg.health_interval_s):
                 s.pending = (s.handle.health.remote(), now, s.generation)
-        refs = [s.pending[0] for s in self.nodes.values()]
+        refs = [s.pending[0] for s in self.nodes.values() if s.pending is not None]
+        if not refs:
+            return
         ray.wait(refs, num_returns=len(refs), timeout=min(self.cfg.health_interval_s, self.cfg.health_deadline_s))
         now = time.monotonic()
         for s in self.nodes.values():
+            if s.pending is None:
+                continue
             ref, sent_at, gen = s.pending
             if gen != s.generation:
                 s.pending = None
@@ -198,11 +205,14 @@ class Supervisor:
             s = self.nodes[name]
             return (s.handle, s.generation) if s.state == "up" else None
 
-    def record(self, name: str, latency_ms: float) -> None:
+    def record(self, name: str, generation: int, latency_ms: float) -> None:
+        """`name` (started as `generation`) answered a routed request in `latency_ms`."""
         with self.lock:
             s = self.nodes[name]
             s.served += 1
             s.latencies_ms.append(latency_ms)
+            if s.generation == generation:
+                s.last_ok = time.monotonic()
 
     def status(self) -> dict:
         with self.lock:

@@ -81,3 +81,26 @@ def test_status_and_metrics_report_every_node(service, deployments):
     status, text = call(service, "GET", "/metrics")
     assert status == 200 and 'resilinet_node_up{node="f1"} 1' in text
     assert 'resilinet_requests_total{code="200"}' in text
+
+
+def test_predict_accepts_raw_float32_batches(service, deployments):
+    model, _ = deployments["resilinet"]
+    x = torch.randn(5, 12, generator=torch.Generator().manual_seed(6))
+    status, out = call(service, "POST", "/predict?logits=true", x.numpy().astype("<f4").tobytes(),
+                       {"Content-Type": "application/octet-stream"})
+    assert status == 200, out
+    assert out["predictions"] == model(x).argmax(1).tolist() and out["alive"] == {"f1": True, "f2": True, "e": True}
+    assert torch.allclose(torch.tensor(out["logits"]), model(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("body, query, code, words", [
+    (b"", "", 400, "float32 examples of 12 values"),
+    (b"\0" * 47, "", 400, "got 47 bytes"),
+    (torch.full((1, 12), float("nan")).numpy().tobytes(), "", 400, "NaN"),
+    (b"\0" * 48 * 9, "", 413, "limit of 8"),
+    (b"\0" * 48, "?logits=yes", 400, "logits must be true or false"),
+])
+def test_malformed_binary_requests_get_a_clear_4xx(service, body, query, code, words):
+    status, out = call(service, "POST", "/predict" + query, body, {"Content-Type": "application/octet-stream"})
+    assert status == code, out
+    assert words in out["error"], out
