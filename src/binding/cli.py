@@ -153,19 +153,12 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
 
 
-def _n_range(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(x) for x in text.split(","))
-    except ValueError:
-        raise UserError(f"--n-range takes LO,HI (two integers), got {text!r}") from None
-    return lo, hi
-
-
 def cmd_analyze(args: argparse.Namespace) -> None:
     from .interp.analyze import AnalyzeConfig, analyze
 
-    acfg = AnalyzeConfig(n_pairs=args.pairs, seed=args.seed, n_range=_n_range(args.n_range) if args.n_range else (0, 0),
-                         point=args.point, position=args.position, probe_samples=args.probe_samples)
+    n_range = cfglib.parse_value(args.n_range, tuple[int, int], "--n-range") if args.n_range else (0, 0)
+    acfg = AnalyzeConfig(n_pairs=args.pairs, seed=args.seed, n_range=n_range, point=args.point,
+                         position=args.position, probe_samples=args.probe_samples)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -40,14 +40,16 @@ def _origin(tp: Any) -> Any:
     return typing.get_origin(tp)
 
 
-def _parse(text: str, tp: Any, key: str) -> Any:
+def parse_value(text: str, tp: Any, key: str) -> Any:
+    """Parse command-line text as type `tp` (int, float, bool, str, tuples, Literal, Optional); `key`
+    names the setting in the error message."""
     origin = _origin(tp)
     args = typing.get_args(tp)
     if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
         non_none = [a for a in args if a is not type(None)]
         if text.lower() in ("none", "null") and type(None) in args:
             return None
-        return _parse(text, non_none[0], key)
+        return parse_value(text, non_none[0], key)
     if origin is typing.Literal:
         if text not in args:
             raise UserError(f"{key}: {text!r} is not one of {list(args)}")
@@ -56,10 +58,10 @@ def _parse(text: str, tp: Any, key: str) -> Any:
         parts = [p for p in text.replace(" ", "").split(",") if p]
         elem = args[0] if args else str
         if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_parse(p, elem, key) for p in parts)
+            return tuple(parse_value(p, elem, key) for p in parts)
         if len(parts) != len(args):
             raise UserError(f"{key}: expected {len(args)} comma-separated values, got {text!r}")
-        return tuple(_parse(p, a, key) for p, a in zip(parts, args))
+        return tuple(parse_value(p, a, key) for p, a in zip(parts, args))
     if tp is bool:
         low = text.lower()
         if low in ("1", "true", "yes", "on"):
@@ -104,7 +106,7 @@ def _set(obj: Any, path: list[str], text: str, key: str) -> Any:
         return dataclasses.replace(obj, **{head: _set(current, path[1:], text, key)})
     if dataclasses.is_dataclass(current):
         raise UserError(f"{key!r} is a section; set one of its fields, e.g. {key}.<field>=...")
-    return dataclasses.replace(obj, **{head: _parse(text, hints[head], key)})
+    return dataclasses.replace(obj, **{head: parse_value(text, hints[head], key)})
 
 
 def describe(cls_or_obj: Any, prefix: str = "") -> list[tuple[str, str, str]]:

@@ -5,7 +5,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from binding.config import preset
 from binding.train import load_trained, lr_at, train

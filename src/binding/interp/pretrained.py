@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lab.config import parse_value
 from lab.errors import UserError
 from lab.io import atomic_write_json
 
@@ -326,17 +327,10 @@ def _markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _n_range(text: str) -> tuple[int, int]:
-    try:
-        lo, hi = (int(v) for v in text.split(","))
-    except ValueError:
-        raise UserError(f"--n-range must be LO,HI (e.g. 3,6), got {text!r}") from None
-    return lo, hi
-
-
 def cmd_compare_pretrained(args: argparse.Namespace) -> None:
     r = compare_pretrained(args.llm, args.vlm, args.out, n_pairs=args.pairs, seed=args.seed,
-                           n_range=_n_range(args.n_range), n_words=args.words, batch_size=args.batch_size,
+                           n_range=parse_value(args.n_range, tuple[int, int], "--n-range"), n_words=args.words,
+                           batch_size=args.batch_size,
                            only_correct=not args.all_pairs, device=args.device, dtype=args.dtype,
                            trust_remote_code=args.trust_remote_code)
     for name, m in _models(r):

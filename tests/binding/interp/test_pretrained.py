@@ -217,7 +217,7 @@ def test_the_command_line(folders, tmp_path):
     saved = json.loads((tmp_path / "pretrained.json").read_text())
     assert saved["vlm"] is None and saved["llm"]["n_pairs_generated"] == 4
     bad = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", "3"])
-    with pytest.raises(UserError, match="--n-range must be LO,HI"):
+    with pytest.raises(UserError, match="--n-range: expected 2 comma-separated values"):
         bad.func(bad)
     for flag, message in (("2,4", "need 3 <= LO <= HI"), ("3,40", "<= --words")):
         bad = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", flag])
