@@ -3,7 +3,7 @@
     binding sample   --preset cpu --n 4 --count 3          print examples in words
     binding train    --preset cpu --out runs/t0 --seed 0   train (resumes if interrupted)
     binding evaluate --run runs/t0 --out eval.json         per-N accuracy on fresh samples
-    binding config   --preset cpu                          list every field and its value
+    binding config   --preset cpu                          list every field (run and curriculum) and its value
     binding render-samples --out samples.png               a PNG grid of rendered image contexts
     binding pretrain-encoder --kind cnn --out runs/enc     pretrain a small frozen visual encoder
     binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
@@ -35,9 +35,10 @@ def _config(args: argparse.Namespace) -> BindingConfig:
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    cfg = _config(args)
-    for key, value, doc in cfglib.describe(cfg):
-        print(f"{key:32} {value:14} {doc}")
+    cfg, cur = _curriculum_configs(args)
+    rows = cfglib.describe(cfg) + cfglib.describe(cur, "curriculum.")
+    for key, value, doc in rows:
+        print(f"{key:40} {value:14} {doc}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
@@ -182,7 +183,7 @@ def parser() -> argparse.ArgumentParser:
                         help="named config: smoke (seconds), cpu (minutes on 2 cores), paper (GPU)")
         sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
 
-    sp = sub.add_parser("config", help="list every config field of a preset")
+    sp = sub.add_parser("config", help="list every config field of a preset (run and curriculum)")
     with_preset(sp)
     sp.set_defaults(func=cmd_config)
 
