@@ -1,7 +1,7 @@
 """ResiliNet runtime (spec section 7): latency and throughput of the Ray service against the
 in-process model, in the same run on the same inputs, and failover time.
 
-    .venv/bin/python benchmarks/runtime.py --run runs/rt-mlp          # ~3 min; table + runs/runtime_bench.json
+    .venv/bin/python benchmarks/runtime.py --run runs/rt-mlp --clients 1,8,32   # ~2.5 min; table + runs/runtime_bench.json
 
 Rows: `in-process` calls `PartitionedModel` directly (one caller, torch threads as set);
 `router` calls the runtime's Python API (Ray actors, no HTTP) from C threads; `http` posts JSON

@@ -1,9 +1,10 @@
 """ResiliNet runtime (spec section 7): real distributed inference on Ray.
 
 One Ray actor per physical node holds that node's partition (`node.py`); a router sends each
-request IoT -> ... -> cloud along the topology, deciding per hop whether a producer is dead
+request IoT -> ... -> cloud along the topology (every hop's call made at once, refs passed
+node to node), deciding per hop whether a producer is dead
 (its call failed or missed the per-hop deadline) and applying the method's rule (`router.py`);
 a supervisor health-checks the nodes with a real forward pass and restarts crashed or hung ones
-(`router.py`); `service.py` is the HTTP endpoint, `chaos.py` the kill/hang load test.
+(`supervisor.py`); `service.py` is the HTTP endpoint, `chaos.py` the kill/hang load test.
 `cluster.py` starts Ray on loopback only. Usage and design: docs/resilinet-runtime.md.
 """
