@@ -26,6 +26,20 @@ def _binding_section(demo: Path) -> list[str]:
              f"![accuracy by N]({(run / 'accuracy_by_n.png').relative_to(demo)})", ""]
     if res.get("mistakes"):
         lines += ["First mistakes:", "", "```", *res["mistakes"][:2], "```", ""]
+    mech = run / "mechanism" / "mechanism.json"
+    if mech.exists():
+        m = json.loads(mech.read_text())
+        peak = m["proportions_by_layer"][m["peak_layer"]]
+        ratio = m["symbolic_positional_ratio"]
+        lines += ["### Its mechanism (`binding analyze`)", "",
+                  f"Patching the counterfactual's residual at the query, after each block, over {m['n_pairs']} pairs: "
+                  "positional : symbolic : reflexive = " + " / ".join(
+                      f"{p['positional']:.2f} : {p['symbolic']:.2f} : {p['reflexive']:.2f}" for p in m["proportions_by_layer"])
+                  + f". Peak layer {m['peak_layer']} (symbolic {peak['symbolic']:.2f}, positional "
+                  f"{peak['positional']:.2f}; ratio {'inf' if ratio is None else f'{ratio:.1f}'}). The paper's text-only "
+                  "models are positional; why this one is not: docs/RESULTS.md, 'Binding mechanism'.", "",
+                  f"![outcomes]({(run / 'mechanism' / 'outcomes.png').relative_to(demo)}) "
+                  f"![probes]({(run / 'mechanism' / 'probes.png').relative_to(demo)})", ""]
     return lines
 
 
