@@ -98,7 +98,9 @@ def summarize(out: Path, seeds: list[int]) -> list[dict]:
             "ood_accuracy_mean": ood_mean, "ood_accuracy_sd": ood_sd,
             "accuracy_by_n_mean": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[0] for n in ns},
             "total_steps_mean": mean_sd([r["total_steps"] for r in runs])[0],
-            "stages": [[(st["stage"], st["steps"], st["reached_threshold"]) for st in r["stages"]] for r in runs],
+            # a fixed-length stage (tag "text+3600") has no threshold to miss
+            "stages": [[(st["stage"], st["steps"], st["reached_threshold"] or "+" in st["stage"]) for st in r["stages"]]
+                       for r in runs],
             "id_range": runs[0]["id_range"], "ood_range": runs[0]["ood_range"],
             "run_dirs": [str(out / f"seed{r['seed']}" / regime) for r in runs],
             "paper_ood_accuracy": PAPER_OOD.get(regime),
