@@ -163,6 +163,9 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     assert (tmp_path / "mechanism_by_regime.png").exists()
     assert json.loads((tmp_path / "mechanism.json").read_text())[0]["layers"] == [0, 1]
     assert "image-text" in report_section(mech)
+    stamp = (seed_dir / "image-text" / "mechanism" / "mechanism.json").stat().st_mtime_ns
+    analyze_regimes(tmp_path, table, small, quiet=True)                       # kept, not recomputed
+    assert (seed_dir / "image-text" / "mechanism" / "mechanism.json").stat().st_mtime_ns == stamp
 
 
 def _comparable(stage_dir):

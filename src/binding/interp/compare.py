@@ -7,6 +7,7 @@ Markdown section for the report.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from lab import config as cfglib
@@ -22,6 +23,7 @@ from .plots import plot_regimes
 def analyze_regimes(out: Path, table: list[dict], acfg: AnalyzeConfig | None = None,
                     quiet: bool = False) -> list[dict]:
     acfg = acfg or AnalyzeConfig()
+    settings = json.loads(json.dumps(cfglib.to_dict(acfg)))   # as read back from mechanism.json (lists)
     entries = []
     for e in table:
         per_seed = []
@@ -30,7 +32,7 @@ def analyze_regimes(out: Path, table: list[dict], acfg: AnalyzeConfig | None = N
             dest = regime_dir / "mechanism"
             old = dest / "mechanism.json"
             if old.exists() and (r := read_json(old)).get("run") == str(final) \
-                    and r.get("analyze") == cfglib.to_dict(acfg):
+                    and r.get("analyze") == settings:
                 per_seed.append(r)
                 continue
             if not quiet:
