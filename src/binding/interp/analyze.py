@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from lab import config as cfglib
 from lab.checkpoint import checkpoint_exists
@@ -62,7 +61,6 @@ def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = N
     acfg = (acfg or AnalyzeConfig()).validate()
     if not (run_dir / "config.json").exists() or not checkpoint_exists(run_dir / CHECKPOINT):
         raise UserError(f"{run_dir} is not a trained run (needs config.json and {CHECKPOINT}.safetensors/.json)")
-    torch.manual_seed(acfg.seed)
     model, cfg, run_seed = load_trained(run_dir)
     n_range = tuple(acfg.n_range) if acfg.n_range != (0, 0) else tuple(cfg.task.id_n)
     if n_range[1] > cfg.task.max_n:
