@@ -13,15 +13,14 @@ beat (timings above it are overhead). Weights are random: cost does not depend o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from lab.io import atomic_write_json
 from lab.report import md_table
+from timing import best_of
 from resilinet.evaluate import clean_accuracy, exact_pattern_accuracies, naive_pattern_accuracies
 from resilinet.models import ModelConfig, build_model
 
@@ -57,14 +56,6 @@ def node_macs(model, x: torch.Tensor) -> dict[str, float]:
         h.remove()
     return macs
 
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def run_case(label, arch, shape, kw, method, n, batch, repeats) -> dict:

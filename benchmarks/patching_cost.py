@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -24,15 +23,8 @@ from binding.train import load_trained
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 from lab.report import md_table
+from timing import best_of
 
-
-def best_of(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def _main(argv: list[str] | None) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,17 +25,8 @@ from binding.encoders import (EncoderConfig, ShapeCNN, ShapeViT, VisualFrontend,
 from binding.render import RenderConfig, Renderer, palette_rgb, random_objects, shape_programs  # noqa: E402
 from lab.io import atomic_write_json  # noqa: E402
 from lab.report import md_table  # noqa: E402
+from timing import best_of  # noqa: E402
 
-
-def best_of(fn, repeats: int) -> float:
-    """Fastest of `repeats` timed calls, in seconds (the machine is shared: the minimum is the signal)."""
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def pillow_render(cfg: RenderConfig, colors, shapes, n, positions, offsets) -> np.ndarray:
@@ -83,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     rows, results = [], {"config": {**cfg.__dict__}, "batch": B, "n_range": [args.n_min, args.n_max],
                          "threads": args.threads, "torch": torch.__version__}
 
-    t_np = best_of(lambda: renderer.render(colors, shapes, n, np.random.default_rng(1)), args.repeats)
-    t_t = best_of(lambda: renderer.render(colors, shapes, n, np.random.default_rng(1), as_tensor=True), args.repeats)
+    t_np = best_of(lambda: renderer.render(colors, shapes, n, np.random.default_rng(1)), args.repeats, warmup=True)
+    t_t = best_of(lambda: renderer.render(colors, shapes, n, np.random.default_rng(1), as_tensor=True), args.repeats,
+                  warmup=True)
     _, positions, offsets = renderer.render(colors, shapes, n, np.random.default_rng(1), return_offsets=True)
-    t_pil = best_of(lambda: pillow_render(cfg, colors, shapes, n, positions, offsets), max(1, args.repeats // 2))
+    t_pil = best_of(lambda: pillow_render(cfg, colors, shapes, n, positions, offsets), max(1, args.repeats // 2),
+                    warmup=True)
     for name, t in (("renderer (uint8)", t_np), ("renderer (float tensor)", t_t), ("Pillow per image (naive)", t_pil)):
         rows.append([name, f"{t * 1e3:.1f}", f"{B / t:,.0f}"])
         results[name] = {"ms_per_batch": round(t * 1e3, 2), "images_per_s": round(B / t, 1)}
@@ -103,17 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     for name, enc in encoders.items():
         enc.eval()
         with torch.no_grad():
-            t = best_of(lambda: enc(images), args.repeats)
+            t = best_of(lambda: enc(images), args.repeats, warmup=True)
             frontend = VisualFrontend(enc, enc.out_dim, 128, "mlp", 0, (0, 0))
-            t_f = best_of(lambda: frontend(images), args.repeats)
+            t_f = best_of(lambda: frontend(images), args.repeats, warmup=True)
         rows.append([f"frozen encoder {name}", f"{t * 1e3:.1f}", f"{B / t:,.0f}"])
-        rows.append([f"  + MLP projector to d_model 128", f"{t_f * 1e3:.1f}", f"{B / t_f:,.0f}"])
+        rows.append(["  + MLP projector to d_model 128", f"{t_f * 1e3:.1f}", f"{B / t_f:,.0f}"])
         results[f"encoder {name}"] = {"ms_per_batch": round(t * 1e3, 2), "images_per_s": round(B / t, 1),
                                       "with_projector_ms_per_batch": round(t_f * 1e3, 2),
                                       "params": sum(p.numel() for p in enc.parameters())}
     lin = build_visual_frontend(EncoderConfig(kind="linear"), 128, cfg)
     with torch.no_grad():
-        t = best_of(lambda: lin(images), args.repeats)
+        t = best_of(lambda: lin(images), args.repeats, warmup=True)
     rows.append(["linear patch embedding (ablation)", f"{t * 1e3:.1f}", f"{B / t:,.0f}"])
     results["linear patch embedding"] = {"ms_per_batch": round(t * 1e3, 2), "images_per_s": round(B / t, 1)}
 
