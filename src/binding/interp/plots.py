@@ -46,12 +46,7 @@ def plot_knockout(knock: dict, path: str | Path) -> Path:
     for group, acc in knock["accuracy_by_layer"].items():
         ax.plot(range(len(acc)), acc, marker="o", label=f"query cannot see {group}")
     ax.axhline(knock["clean_accuracy"], color="grey", ls="--", lw=1, label="nothing blocked")
-    ax.set_xlabel("layer (block) where the query's attention is blocked")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(0, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return _finish_curves(fig, ax, "layer (block) where the query's attention is blocked", "accuracy", path)
 
 
 def plot_probes(pr: dict, path: str | Path) -> Path:
@@ -60,8 +55,12 @@ def plot_probes(pr: dict, path: str | Path) -> Path:
     for name, acc in pr["accuracy"].items():
         line, = ax.plot(labels, acc, marker="o", label=f"{name} (chance {pr['chance'][name]:.2f})")
         ax.axhline(pr["chance"][name], color=line.get_color(), ls=":", lw=1)
-    ax.set_xlabel("residual stream at the query: after block")
-    ax.set_ylabel("held-out probe accuracy")
+    return _finish_curves(fig, ax, "residual stream at the query: after block", "held-out probe accuracy", path)
+
+
+def _finish_curves(fig, ax, xlabel: str, ylabel: str, path: str | Path) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
