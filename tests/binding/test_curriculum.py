@@ -154,6 +154,9 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     assert {e["regime"] for e in table} == {"noise-image-text", "image-text", "text-only-equal-compute"}
     report = write_report(tmp_path, table, "smoke", 1.0).read_text()
     assert "83.6" in report and (tmp_path / "accuracy_by_n.png").exists()
+    fixed = eq["stages"][1]["stage"]                       # "text+N": no threshold, so never marked missed
+    assert fixed.startswith("text+") and f"{fixed}:{eq['stages'][1]['steps']}*" not in report
+    assert f"{fixed}:{eq['stages'][1]['steps']}" in report
 
     # the mechanism of every regime's final model, side by side (what `binding reproduce` adds)
     small = AnalyzeConfig(n_pairs=40, knockout_samples=64, probe_samples=80)
@@ -199,3 +202,16 @@ def test_a_stage_is_reused_whatever_the_encoder_location(tmp_path):
     elsewhere = dataclasses.replace(CUR, encoder=dataclasses.replace(CUR.encoder, path=str(tmp_path / "enc")))
     again = run_regime("noise-text", SMOKE, elsewhere, tmp_path, 0)
     assert again["stages"] == first["stages"]
+
+
+def test_later_stages_keep_the_training_aids_until_their_threshold_unless_switched_off(tmp_path):
+    def noise_rows(cur, out):
+        run_regime("noise-text", SMOKE, cur, out, 0)
+        return [json.loads(line) for line in (out / "seed0" / "text" / "noise" / "metrics.jsonl").read_text().splitlines()]
+
+    with_aids = noise_rows(CUR, tmp_path / "on")
+    assert CUR.stage_aids and with_aids[0]["aids_on"] and "hop_loss" in with_aids[0]
+    for row in with_aids:   # on until the stage's own threshold holds, off after it
+        assert row["aids_on"] == (row["threshold_step"] is None or row["step"] <= row["threshold_step"])
+    without = noise_rows(dataclasses.replace(CUR, stage_aids=False), tmp_path / "off")
+    assert not any(r["aids_on"] for r in without)
