@@ -106,7 +106,8 @@ class CurriculumConfig:
 class Stage:
     mode: str
     image_fraction: float = 0.0   # mix stages
-    fixed_steps: int = 0          # > 0: exactly this many steps, no threshold; MATCH_LONGEST: resolved at run time
+    fixed_steps: int = 0          # > 0: exactly this many steps (its threshold only switches the aids off);
+                                  # MATCH_LONGEST: resolved at run time
 
     @property
     def tag(self) -> str:
@@ -295,8 +296,8 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
             last_eval = stage_eval(model, image_side, stage, cfg, cur, tc.eval_samples_per_n, seed, device)
             ok = last_eval["stage_id_accuracy"] >= tc.stop_threshold
             state["streak"] = state["streak"] + 1 if ok else 0
-            if state["streak"] >= tc.stop_patience and state["threshold_step"] is None and not stage.fixed_steps:
-                state["threshold_step"] = step
+            if state["streak"] >= tc.stop_patience and state["threshold_step"] is None:
+                state["threshold_step"] = step   # a fixed-length stage does not stop there; its aids switch off
             state["train_seconds"] = time.perf_counter() - t0
             log.append({"step": step, "stage": stage.tag, "batch_mode": mode, "lr": lr_at(step - 1, sched), **stats,
                         "aids_on": aids_on, **last_eval, "threshold_step": state["threshold_step"],

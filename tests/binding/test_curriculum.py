@@ -215,3 +215,19 @@ def test_later_stages_keep_the_training_aids_until_their_threshold_unless_switch
         assert row["aids_on"] == (row["threshold_step"] is None or row["step"] <= row["threshold_step"])
     without = noise_rows(dataclasses.replace(CUR, stage_aids=False), tmp_path / "off")
     assert not any(r["aids_on"] for r in without)
+
+
+def test_a_fixed_length_stage_switches_its_aids_off_at_its_threshold_but_runs_every_step(tmp_path, monkeypatch):
+    # the equal-compute control continues text training: once its threshold holds, it trains on the
+    # paper's task alone, as every other stage does, and still runs its exact number of steps
+    import binding.curriculum as curriculum
+    from binding.curriculum import Stage, run_stage
+    run_regime("text-only", SMOKE, CUR, tmp_path, 0)
+    monkeypatch.setattr(curriculum, "stage_eval", lambda *a, **k: {"text_id_accuracy": 1.0, "stage_id_accuracy": 1.0})
+    stage_dir = tmp_path / "seed0" / "text" / "text+30"
+    res = run_stage(SMOKE, CUR, Stage("text", fixed_steps=30), stage_dir, tmp_path / "seed0" / "text", 0, index=1)
+    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    patience = SMOKE.train.stop_patience
+    assert res["steps"] == 30 and res["threshold_step"] == patience * SMOKE.train.eval_every
+    assert [r["aids_on"] for r in rows] == [r["step"] <= res["threshold_step"] for r in rows]
+    assert not rows[-1]["aids_on"]
