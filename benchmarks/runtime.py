@@ -6,8 +6,11 @@ in-process model, in the same run on the same inputs, and failover time.
 Rows: `in-process` calls `PartitionedModel` directly (one caller, torch threads as set);
 `router` calls the runtime's Python API (Ray actors, no HTTP) from C threads; `http` posts JSON
 and `http-bin` raw float32 (application/octet-stream) from C client *processes* (bodies encoded
-once, so client CPU stays small). Every row reports
-examples/s and per-request p50/p99 latency. Failover: a client sends batch-1 requests back to
+once, so client CPU stays small). Clients are started (processes forked and connected) before
+the clock starts; a row counts the requests answered inside its `--seconds` window. Every row
+reports examples/s, per-request p50/p99 latency and the CPU spent in the window per 1000
+examples by the server process (router + HTTP), the node processes and the client processes.
+`--paths` / `--batches` / `--clients` / `--failovers 0` pick the rows to run. Failover: a client sends batch-1 requests back to
 back; a node process is SIGKILLed (or SIGSTOPped: a hang) and the time from the signal to the
 first answer that reports the node dead is measured, several times.
 Goals (issue): throughput with concurrency >= half of in-process for the MLP chain; failover
@@ -33,6 +36,41 @@ from lab.io import atomic_write_json
 from lab.report import md_table
 
 
+def _cpu_s(pids) -> float:
+    """User + system CPU seconds used so far by `pids` (gone processes count 0)."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for p in pids:
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(f[11]) + int(f[12])) / tick
+    return total
+
+
+class CpuWindow:
+    """CPU ms per 1000 examples spent inside the timed window by this (server) process, the node
+    actor processes, the other Ray processes and the client processes. A bench calls `mark()`
+    when its clock starts and again when it stops."""
+
+    def __init__(self, router):
+        from resilinet.runtime.cluster import cluster_pids
+
+        self.node_pids = [s.pid for s in router.supervisor.nodes.values()]
+        self.other_pids = [p for p in cluster_pids() if p != os.getpid() and p not in self.node_pids]
+        self.client_pids: list[int] = []
+        self.marks: list[tuple] = []
+
+    def mark(self) -> None:
+        self.marks.append((_cpu_s([os.getpid()]), _cpu_s(self.node_pids), _cpu_s(self.other_pids),
+                           _cpu_s(self.client_pids)))
+
+    def per_1k(self, examples: float) -> dict:
+        (a, b) = self.marks
+        return {f"cpu_ms_per_1k_{k}": 1e6 * (b[i] - a[i]) / max(examples, 1e-9)
+                for i, k in enumerate(("server", "nodes", "ray_other", "clients"))}
+
+
 def _pcts(lat_ms: list[float]) -> dict:
     a = np.array(lat_ms) if lat_ms else np.zeros(1)
     return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(lat_ms)}
@@ -52,48 +90,74 @@ def bench_inprocess(model, x, batch: int, seconds: float) -> dict:
     return {"examples_per_s": n / seconds, **_pcts(lat)}
 
 
-def bench_router(router, x, batch: int, clients: int, seconds: float) -> dict:
+def bench_router(router, x, batch: int, clients: int, seconds: float, cpu: CpuWindow | None = None) -> dict:
+    """`clients` threads calling the router back to back for `seconds`; only requests answered
+    inside the window count."""
     lat, counts, lock = [], [0], threading.Lock()
-    t_end = time.perf_counter() + seconds
+    go = threading.Barrier(clients + 1)
+    t_end = [0.0]
 
     def worker(k: int) -> None:
         i = k
-        while time.perf_counter() < t_end:
+        go.wait()
+        while time.perf_counter() < t_end[0]:
             xb = x[(i * batch) % (len(x) - batch):][:batch]
             t0 = time.perf_counter()
             router.predict(xb)
-            with lock:
-                lat.append(1e3 * (time.perf_counter() - t0))
-                counts[0] += batch
+            t1 = time.perf_counter()
+            if t1 <= t_end[0]:
+                with lock:
+                    lat.append(1e3 * (t1 - t0))
+                    counts[0] += batch
             i += clients
 
     ts = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
-    t0 = time.perf_counter()
     for t in ts:
         t.start()
+    t_end[0] = time.perf_counter() + seconds
+    go.wait()
+    _window(cpu, t_end[0])
     for t in ts:
         t.join()
-    return {"examples_per_s": counts[0] / (time.perf_counter() - t0), **_pcts(lat)}
+    return _result(counts[0], seconds, lat, cpu)
 
 
-def _http_client(addr, bodies, ctype, seconds, q) -> None:
+def _window(cpu: CpuWindow | None, t_end: float) -> None:
+    if cpu is not None:
+        cpu.mark()
+        time.sleep(max(0.0, t_end - time.perf_counter()))
+        cpu.mark()
+
+
+def _result(examples: int, seconds: float, lat: list[float], cpu: CpuWindow | None) -> dict:
+    return {"examples_per_s": examples / seconds, **_pcts(lat), **(cpu.per_1k(examples) if cpu else {})}
+
+
+def _http_client(addr, bodies, ctype, ready, go, t_end, q) -> None:
     conn = http.client.HTTPConnection(*addr, timeout=60)
+    conn.connect()
     lat, n, i = [], 0, 0
-    t_end = time.perf_counter() + seconds
-    while time.perf_counter() < t_end:
+    ready.release()
+    go.wait()
+    while time.perf_counter() < t_end.value:
         body, b = bodies[i % len(bodies)]
         t0 = time.perf_counter()
         conn.request("POST", "/predict", body, {"Content-Type": ctype})
         r = conn.getresponse()
         r.read()
-        if r.status == 200:
-            lat.append(1e3 * (time.perf_counter() - t0))
+        t1 = time.perf_counter()
+        if r.status == 200 and t1 <= t_end.value:
+            lat.append(1e3 * (t1 - t0))
             n += b
         i += 1
     q.put((n, lat))
 
 
-def bench_http(addr, x, batch: int, clients: int, seconds: float, binary: bool = False) -> dict:
+def bench_http(addr, x, batch: int, clients: int, seconds: float, binary: bool = False,
+               cpu: CpuWindow | None = None) -> dict:
+    """`clients` processes (forked and connected before the clock starts) posting back to back
+    for `seconds`; only requests answered inside the window count (time.perf_counter is the
+    system-wide monotonic clock, shared by the processes)."""
     xs = [x[j * batch:(j + 1) * batch] for j in range(8)]
     if binary:
         bodies = [(xb.numpy().astype("<f4").tobytes(), batch) for xb in xs]
@@ -101,16 +165,21 @@ def bench_http(addr, x, batch: int, clients: int, seconds: float, binary: bool =
         bodies = [(json.dumps({"inputs": xb.tolist()}).encode(), batch) for xb in xs]
     ctype = "application/octet-stream" if binary else "application/json"
     ctx = mp.get_context("fork")
-    q = ctx.Queue()
-    ps = [ctx.Process(target=_http_client, args=(addr, bodies, ctype, seconds, q)) for _ in range(clients)]
-    t0 = time.perf_counter()
+    q, ready, go, t_end = ctx.Queue(), ctx.Semaphore(0), ctx.Event(), ctx.Value("d", 0.0)
+    ps = [ctx.Process(target=_http_client, args=(addr, bodies, ctype, ready, go, t_end, q)) for _ in range(clients)]
     for p in ps:
         p.start()
+    for _ in ps:
+        ready.acquire()
+    if cpu is not None:
+        cpu.client_pids = [p.pid for p in ps]
+    t_end.value = time.perf_counter() + seconds
+    go.set()
+    _window(cpu, t_end.value)
     res = [q.get() for _ in ps]
     for p in ps:
         p.join()
-    wall = time.perf_counter() - t0
-    return {"examples_per_s": sum(n for n, _ in res) / wall, **_pcts([l for _, ls in res for l in ls])}
+    return _result(sum(n for n, _ in res), seconds, [l for _, ls in res for l in ls], cpu)
 
 
 def measure_failover(router, x, node: str, how: str, timeout_s: float = 30.0) -> float:
@@ -162,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batches", default="1,64")
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--failovers", type=int, default=5, help="repeats per failover kind")
+    ap.add_argument("--paths", default="router,http,http-bin", help="service rows to run (in-process always runs)")
     ap.add_argument("--hop-deadline-s", type=float, default=0.5)
     ap.add_argument("--routes-in-flight", type=int, default=None,
                     help="merged batches on the chain at once (default: RuntimeConfig's)")
@@ -186,13 +256,14 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"path": "in-process", "batch": b, "clients": 1,
                          **bench_inprocess(model, x, b, args.seconds)})
             for c in map(int, args.clients.split(",")):
-                rows.append({"path": "router", "batch": b, "clients": c,
-                             **bench_router(router, x, b, c, args.seconds)})
-                rows.append({"path": "http", "batch": b, "clients": c,
-                             **bench_http(service.address, x, b, c, args.seconds)})
-                rows.append({"path": "http-bin", "batch": b, "clients": c,
-                             **bench_http(service.address, x, b, c, args.seconds, binary=True)})
-                print(*rows[-3:], sep="\n", flush=True)
+                for path in args.paths.split(","):
+                    cpu = CpuWindow(router)
+                    if path == "router":
+                        r = bench_router(router, x, b, c, args.seconds, cpu)
+                    else:
+                        r = bench_http(service.address, x, b, c, args.seconds, path == "http-bin", cpu)
+                    rows.append({"path": path, "batch": b, "clients": c, **r})
+                    print(rows[-1], flush=True)
         fo = {"kill": [], "hang": []}
         for how in ("kill", "hang"):
             for k in range(args.failovers):
@@ -207,13 +278,18 @@ def main(argv: list[str] | None = None) -> int:
     out = {"run": args.run, "hop_deadline_s": args.hop_deadline_s, "routes_in_flight": rt_cfg.routes_in_flight,
            "batch_examples": rt_cfg.batch_examples, "cpus": os.cpu_count(), "load_average": os.getloadavg(), "rows": rows,
            "failover_s": fo, "failover_goal_s": args.hop_deadline_s + 0.1,
-           "failover_max_s": {k: max(v) for k, v in fo.items()},
+           "failover_max_s": {k: max(v, default=None) for k, v in fo.items()},
            "torch_threads_in_process": torch.get_num_threads()}
     atomic_write_json(args.out, out)
-    print(md_table(["path", "batch", "clients", "examples/s", "x in-process", "p50 ms", "p99 ms"],
+    print(md_table(["path", "batch", "clients", "examples/s", "x in-process", "p50 ms", "p99 ms",
+                    "CPU ms / 1k ex: server", "nodes", "clients"],
                    [[r["path"], r["batch"], r["clients"], f"{r['examples_per_s']:.0f}", f"{r['vs_in_process']:.2f}",
-                     f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"] for r in rows]))
+                     f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}"]
+                    + [f"{r.get('cpu_ms_per_1k_' + k, float('nan')):.0f}" for k in ("server", "nodes", "clients")]
+                    for r in rows]))
     for how, v in fo.items():
+        if not v:
+            continue
         print(f"failover ({how}): " + ", ".join(f"{1e3 * s:.0f} ms" for s in v)
               + f"  (goal <= {1e3 * (args.hop_deadline_s + 0.1):.0f} ms)")
     print(f"written to {args.out}")
