@@ -107,9 +107,20 @@ class Router:
         """x [B, *input_shape] -> Answer (merged with concurrent requests when batching is on)."""
         if self._batcher is None:
             return self.predict_now(x)
+        return self.submit(x).result()
+
+    @property
+    def batching(self) -> bool:
+        return self._batcher is not None
+
+    def submit(self, x: torch.Tensor) -> Future:
+        """Like `predict` without waiting: a Future of the Answer (for an event loop, which must
+        not block). Only with batching on: the batcher thread routes it."""
+        if self._batcher is None:
+            raise RuntimeError("Router.submit needs a started router with batching on (batch_examples > 0)")
         fut: Future = Future()
         self._queue.put((x, fut, time.perf_counter()))
-        return fut.result()
+        return fut
 
     def _batch_loop(self) -> None:
         while not self._stopping.is_set():

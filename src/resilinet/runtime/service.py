@@ -1,5 +1,8 @@
-"""`resilinet serve`: the HTTP endpoint in front of the router (stdlib only, one thread per
-connection; the router's Ray calls release the GIL, so concurrent requests overlap).
+"""`resilinet serve`: the HTTP endpoint in front of the router. One asyncio loop thread reads and
+answers every connection (`httpserver.py`); a request joins the router's queue and the loop
+picks up its answer when the router's batcher resolves it, so no thread waits per request (the
+stdlib one-thread-per-connection server woke a thread several times per request; measured in
+docs/RESULTS.md). JSON bodies are parsed in worker threads, off the loop.
 
     POST /predict   {"inputs": [[f, f, ...], ...], "logits": false}   (a batch; one example per row)
         -> {"predictions": [...], "alive": {"f1": true, ...}, "connected": true, "guessed": false,
@@ -15,18 +18,20 @@ unknown path 404, a wrong method 405, each with {"error": "..."} saying what was
 """
 from __future__ import annotations
 
+import asyncio
 import collections
 import json
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import parse_qs
 
 import numpy as np
 import torch
 
 from .cluster import LOOPBACK
+from .httpserver import HttpError, HttpServer, Request, Response
 from .router import Router, ServiceUnavailable
 
 
@@ -38,7 +43,8 @@ class BadRequest(Exception):
 
 class Service:
     def __init__(self, router: Router, input_shape: tuple[int, ...], host: str = LOOPBACK, port: int = 0,
-                 max_batch: int = 1024, max_body_bytes: int = 16 << 20, info: dict | None = None):
+                 max_batch: int = 1024, max_body_bytes: int = 16 << 20, info: dict | None = None,
+                 workers: int = 64):
         self.router, self.input_shape = router, tuple(input_shape)
         self.max_batch, self.max_body_bytes = max_batch, max_body_bytes
         self.info = info or {}
@@ -48,22 +54,21 @@ class Service:
         self.examples = 0
         self.latencies_ms: collections.deque = collections.deque(maxlen=5000)
         self.patterns: collections.Counter = collections.Counter()  # "f1=1,f2=0,e=1" -> requests
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
-        self._thread: threading.Thread | None = None
+        # Threads that parse JSON bodies (and wait for the router when it does not merge requests).
+        self.workers = ThreadPoolExecutor(workers, thread_name_prefix="resilinet-request")
+        self.http = HttpServer(self.handle, host, port, max_body_bytes)
 
     @property
     def address(self) -> tuple[str, int]:
-        return self.httpd.server_address[:2]
+        return self.http.address
 
     def start(self) -> "Service":
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="resilinet-http", daemon=True)
-        self._thread.start()
+        self.http.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.stop()
+        self.workers.shutdown(wait=False, cancel_futures=True)
 
     # -- endpoints -----------------------------------------------------------------------------
     def parse_predict(self, body: bytes) -> tuple[torch.Tensor, bool]:
@@ -111,16 +116,6 @@ class Service:
             raise BadRequest(400, "query parameter logits must be true or false")
         return torch.from_numpy(x.astype(np.float32)), flag == ["true"]
 
-    def predict(self, body: bytes, binary: bool = False, query: str = "") -> dict:
-        x, with_logits = self.parse_binary(body, query) if binary else self.parse_predict(body)
-        ans = self.router.predict(x)
-        key = ",".join(f"{n}={int(a)}" for n, a in ans.alive.items())
-        with self.lock:
-            self.examples += x.shape[0]
-            self.latencies_ms.append(ans.latency_ms)
-            self.patterns[key] += 1
-        return ans.to_json(with_logits)
-
     def status(self) -> dict:
         with self.lock:
             lat = np.array(self.latencies_ms) if self.latencies_ms else np.zeros(1)
@@ -131,6 +126,55 @@ class Service:
                     "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99))},
                     "alive_patterns": dict(self.patterns),
                     "nodes": self.router.supervisor.status()}
+
+    async def handle(self, req: Request) -> Response:
+        """One HTTP request (on the loop thread) -> its answer; every answer is counted by status."""
+        resp = await self._answer(req)
+        with self.lock:
+            self.counts[str(resp.status)] += 1
+        return resp
+
+    async def _answer(self, req: Request) -> Response:
+        if req.method == "GET":
+            if req.path == "/status" and not req.query:
+                return Response.json(200, self.status())
+            if req.path == "/metrics" and not req.query:
+                return Response(200, self.metrics().encode(), "text/plain; version=0.0.4")
+            if req.path == "/predict":
+                return Response.json(405, {"error": "use POST /predict with a JSON body {\"inputs\": [...]}"})
+            target = req.path + ("?" + req.query if req.query else "")
+            return Response.json(404, {"error": f"no endpoint {target}; try POST /predict, GET /status, GET /metrics"})
+        if req.method != "POST":
+            return Response.json(405, {"error": "use POST /predict, GET /status or GET /metrics"})
+        if req.path != "/predict":
+            code = 405 if req.path in ("/status", "/metrics") else 404
+            return Response.json(code, {"error": f"POST {req.path} is not an endpoint; use POST /predict"})
+        try:
+            return Response.json(200, await self.predict(req))
+        except HttpError as e:
+            return Response.json(e.status, {"error": str(e)}, close=e.close)
+        except BadRequest as e:
+            return Response.json(e.status, {"error": str(e)})
+        except ServiceUnavailable as e:
+            return Response.json(503, {"error": str(e)})
+
+    async def predict(self, req: Request) -> dict:
+        body = await req.body()
+        loop = asyncio.get_running_loop()
+        if req.headers.get("content-type", "").split(";")[0].strip() == "application/octet-stream":
+            x, with_logits = self.parse_binary(body, req.query)  # ~0.1 ms for 64 examples: on the loop
+        else:  # JSON numbers: ~ms per example, so off the loop thread
+            x, with_logits = await loop.run_in_executor(self.workers, self.parse_predict, body)
+        if self.router.batching:  # the batcher thread answers the future: no thread waits per request
+            ans = await asyncio.wrap_future(self.router.submit(x))
+        else:
+            ans = await loop.run_in_executor(self.workers, self.router.predict, x)
+        key = ",".join(f"{n}={int(a)}" for n, a in ans.alive.items())
+        with self.lock:
+            self.examples += x.shape[0]
+            self.latencies_ms.append(ans.latency_ms)
+            self.patterns[key] += 1
+        return ans.to_json(with_logits)
 
     def metrics(self) -> str:
         st = self.status()
@@ -147,69 +191,6 @@ class Service:
             lines.append(f'resilinet_node_restarts_total{{node="{n}"}} {s["restarts"]}')
             lines.append(f'resilinet_node_requests_total{{node="{n}"}} {s["requests_served"]}')
         return "\n".join(lines) + "\n"
-
-
-def _handler(service: Service):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # Headers and body go out in two writes; with Nagle's algorithm on, the body waits for the
-        # client's delayed ACK of the headers (~40 ms per answer on Linux, measured here).
-        disable_nagle_algorithm = True
-
-        def log_message(self, *args) -> None:  # quiet; /metrics counts requests
-            pass
-
-        def _send(self, status: int, body: bytes, ctype: str = "application/json") -> None:
-            with service.lock:
-                service.counts[str(status)] += 1
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, status: int, obj) -> None:
-            self._send(status, json.dumps(obj).encode())
-
-        def do_GET(self) -> None:
-            if self.path == "/status":
-                self._json(200, service.status())
-            elif self.path == "/metrics":
-                self._send(200, service.metrics().encode(), "text/plain; version=0.0.4")
-            elif self.path == "/predict":
-                self._json(405, {"error": "use POST /predict with a JSON body {\"inputs\": [...]}"})
-            else:
-                self._json(404, {"error": f"no endpoint {self.path}; try POST /predict, GET /status, GET /metrics"})
-
-        def do_POST(self) -> None:
-            path, _, query = self.path.partition("?")
-            if path != "/predict":
-                code = 405 if path in ("/status", "/metrics") else 404
-                self._json(code, {"error": f"POST {path} is not an endpoint; use POST /predict"})
-                return
-            try:
-                length = self.headers.get("Content-Length")
-                if length is None or not length.isdigit():
-                    self.close_connection = True
-                    raise BadRequest(411, "a Content-Length header is required")
-                if int(length) > service.max_body_bytes:
-                    self.close_connection = True  # do not read the oversized body
-                    raise BadRequest(413, f"body of {int(length)} bytes exceeds the limit of "
-                                          f"{service.max_body_bytes} bytes; send smaller batches")
-                body = self.rfile.read(int(length))
-                binary = self.headers.get("Content-Type", "").split(";")[0].strip() == "application/octet-stream"
-                self._json(200, service.predict(body, binary, query))
-            except BadRequest as e:
-                self._json(e.status, {"error": str(e)})
-            except ServiceUnavailable as e:
-                self._json(503, {"error": str(e)})
-
-        def do_PUT(self) -> None:
-            self._json(405, {"error": "use POST /predict, GET /status or GET /metrics"})
-
-        do_DELETE = do_PATCH = do_PUT
-
-    return Handler
 
 
 def start_service(run_dir: str, host: str = LOOPBACK, port: int = 0, cfg=None, address: str | None = None,

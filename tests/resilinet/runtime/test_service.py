@@ -104,3 +104,77 @@ def test_malformed_binary_requests_get_a_clear_4xx(service, body, query, code, w
     status, out = call(service, "POST", "/predict" + query, body, {"Content-Type": "application/octet-stream"})
     assert status == code, out
     assert words in out["error"], out
+
+
+@pytest.fixture(scope="module")
+def batching_service(deployments):
+    """The service in front of a router that merges concurrent requests (as `resilinet serve` runs)."""
+    from resilinet.runtime.router import Router
+
+    model, router = deployments["resilinet"]
+    merging = Router(model, torch.full((4,), 0.25), supervisor=router.supervisor, key="resilinet").start()
+    svc = Service(merging, model.input_shape, port=0).start()
+    yield svc
+    svc.stop()
+    merging.stop()
+
+
+def test_concurrent_requests_through_a_merging_router_get_their_own_rows(batching_service, deployments):
+    from concurrent.futures import ThreadPoolExecutor
+
+    model, _ = deployments["resilinet"]
+    assert batching_service.router.batching
+    xs = [torch.randn(k + 1, 12, generator=torch.Generator().manual_seed(k)) for k in range(8)]
+
+    def post(x):
+        return call(batching_service, "POST", "/predict", x.numpy().astype("<f4").tobytes(),
+                    {"Content-Type": "application/octet-stream"})
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, xs))
+    for x, (status, out) in zip(xs, answers):
+        assert status == 200, out
+        assert out["predictions"] == model(x).argmax(1).tolist()
+
+
+def test_one_connection_carries_many_requests(service):
+    conn = http.client.HTTPConnection(*service.address, timeout=30)
+    try:
+        for _ in range(3):
+            conn.request("POST", "/predict", json.dumps({"inputs": [[0.0] * 12]}).encode())
+            r = conn.getresponse()
+            assert r.status == 200 and len(json.loads(r.read())["predictions"]) == 1
+        conn.request("GET", "/nope")  # an error answer keeps the connection open too
+        r = conn.getresponse()
+        assert r.status == 404 and "no endpoint" in json.loads(r.read())["error"]
+        conn.request("GET", "/status")
+        assert conn.getresponse().status == 200
+    finally:
+        conn.close()
+
+
+def raw(service, data: bytes) -> bytes:
+    """Send raw bytes, read until the server closes the connection."""
+    import socket
+
+    with socket.create_connection(service.address, timeout=30) as s:
+        s.sendall(data)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_expect_100_continue_and_http_1_0(service):
+    body = json.dumps({"inputs": [[0.0] * 12]}).encode()
+    out = raw(service, b"POST /predict HTTP/1.0\r\nContent-Length: %d\r\nExpect: 100-continue\r\n\r\n" % len(body)
+              + body)
+    assert out.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n"), out[:200]
+    assert len(json.loads(out.split(b"\r\n\r\n", 2)[2])["predictions"]) == 1  # and HTTP/1.0: closed after it
+
+
+def test_missing_length_and_malformed_request_line_get_4xx_and_close(service):
+    out = raw(service, b"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\n\r\n")
+    assert out.startswith(b"HTTP/1.1 411 ") and b"Content-Length header is required" in out
+    assert b"Connection: close" in out
+    assert raw(service, b"NOT-HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
