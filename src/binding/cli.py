@@ -146,8 +146,10 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     _curriculum_configs(args)  # bad overrides fail here, not in every job
     if args.seeds is not None and args.seeds < 1:
         raise UserError("--seeds must be >= 1")
+    if args.first_seed < 0:
+        raise UserError("--first-seed must be >= 0")
     table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet,
-                      analysis=not args.no_analysis)
+                      analysis=not args.no_analysis, first_seed=args.first_seed)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
               f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy']})")
@@ -245,6 +247,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
     sp.add_argument("--out", required=True)
     sp.add_argument("--seeds", type=int, default=None, help="seeds per regime (default: the preset's; cpu 1)")
+    sp.add_argument("--first-seed", type=int, default=0,
+                    help="seeds are FIRST..FIRST+SEEDS-1 (add seeds to a study in another run or machine)")
     sp.add_argument("--workers", type=int, default=2, help="jobs in parallel (one thread each)")
     sp.add_argument("--no-analysis", action="store_true", help="skip the mechanism analysis of every regime")
     sp.add_argument("--quiet", action="store_true")

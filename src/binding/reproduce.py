@@ -133,10 +133,10 @@ def write_report(out: Path, table: list[dict], preset: str, wall_s: float, mecha
 
 
 def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides: list[str] | None = None,
-              workers: int = 2, quiet: bool = False, analysis: bool = True) -> list[dict]:
+              workers: int = 2, quiet: bool = False, analysis: bool = True, first_seed: int = 0) -> list[dict]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    seed_list = list(range(seeds or SEEDS.get(preset, 1)))
+    seed_list = list(range(first_seed, first_seed + (seeds or SEEDS.get(preset, 1))))
     t0 = time.time()
     run_jobs(preset, out, seed_list, overrides or [], workers, quiet)
     wall_s = time.time() - t0
