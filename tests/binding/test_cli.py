@@ -34,6 +34,7 @@ def test_train_then_evaluate_writes_the_results_schema(tmp_path):
     (["train", "--preset", "smoke", "--out", "X", "lr"], "section.field=value"),
     (["evaluate", "--run", "no/such/run"], "run config not found"),
     (["sample", "--preset", "smoke", "--n", "50"], "larger than the vocabularies"),
+    (["reproduce", "--preset", "smoke", "--out", "X", "--first-seed", "-1"], "--first-seed must be >= 0"),
 ])
 def test_bad_input_gets_one_clear_message_and_no_traceback(args, message, tmp_path):
     args = [str(tmp_path / a) if a == "X" else a for a in args]
@@ -57,3 +58,15 @@ def test_every_preset_trains_and_writes_results(preset, tmp_path):
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / preset / "results.json").read_text())
     assert result["steps"] == 2 and result["seed"] == 1
+
+
+@pytest.mark.slow
+def test_reproduce_adds_seeds_from_first_seed(tmp_path):
+    # a study extended on another machine: seeds 2.. land in their own folders and in the table
+    out = binding("reproduce", "--preset", "smoke", "--out", str(tmp_path), "--seeds", "1", "--first-seed", "2",
+                  "--no-analysis", "--quiet", "curriculum.stage_max_steps=10", "train.max_steps=20")
+    assert out.returncode == 0, out.stderr
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert {e["regime"] for e in table} >= {"text-only", "image-text", "text-only-equal-compute"}
+    assert all(e["seeds"] == [2] for e in table)
+    assert (tmp_path / "seed2" / "text-only" / "regime.json").exists() and not (tmp_path / "seed0").exists()
