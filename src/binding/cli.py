@@ -138,6 +138,10 @@ def cmd_curriculum(args: argparse.Namespace) -> None:
               f"text OOD after it {st['text_ood_accuracy']:.4f}  [{st['run_dir']}]")
     print(f"{args.regime}: text ID {res['id_accuracy']:.4f}  text OOD {res['ood_accuracy']:.4f}  "
           f"total steps {res['total_steps']}")
+    if args.analyze:
+        from .interp.compare import analyze_regime
+        mech = analyze_regime(Path(args.out) / f"seed{args.seed}" / args.regime, quiet=args.quiet)
+        print(f"mechanism: peak layer {mech['peak_layer']}, symbolic/positional {mech['symbolic_positional_ratio']}")
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
@@ -240,6 +244,8 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("--encoder-only", action="store_true", help="only pretrain the embedded encoder into OUT/encoder")
+    sp.add_argument("--analyze", action="store_true",
+                    help="then analyse the regime's final model (`binding analyze`) into OUT/seedS/REGIME/mechanism")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
     sp.set_defaults(func=cmd_curriculum)
 

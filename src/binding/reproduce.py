@@ -4,7 +4,9 @@
 
 Jobs run as `binding curriculum` subprocesses, `--workers` at a time (one torch thread each), in
 dependency order: the text stage first (text-only), then the regimes that extend it, the
-equal-compute control last (it needs the other regimes' step counts). Regimes that share a prefix
+equal-compute control last (it needs the other regimes' step counts); each regime's mechanism
+analysis is a job of its own, run once the regime is trained, on a worker the training leaves
+idle (`binding curriculum --analyze`). Regimes that share a prefix
 share its stage folders, so the text stage is trained once per seed. The embedded encoder is
 pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are kept and an
 interrupted one continues from its checkpoint. Writes
@@ -40,15 +42,44 @@ DEPENDS = {"text-only": [], "noise-text": ["text-only"], "image-text": ["text-on
            "text-only-equal-compute": [r for r in REGIME_ORDER if r != "text-only-equal-compute"]}
 
 
-def _command(preset: str, out: Path, overrides: list[str], regime: str | None, seed: int) -> list[str]:
+ANALYZE = "@analyze:"   # job ("@analyze:<regime>", seed): the mechanism analysis of that regime's final model
+
+
+def _command(preset: str, out: Path, overrides: list[str], job: tuple[str, int]) -> list[str]:
     cmd = [sys.executable, "-m", "binding.cli", "curriculum", "--preset", preset, "--out", str(out), "--quiet"]
-    cmd += ["--encoder-only"] if regime is None else ["--regime", regime, "--seed", str(seed)]
+    if job[0] == "@encoder":
+        cmd += ["--encoder-only"]
+    elif job[0].startswith(ANALYZE):   # its regime is trained: the curriculum reuses every stage, then analyses
+        cmd += ["--regime", job[0][len(ANALYZE):], "--seed", str(job[1]), "--analyze"]
+    else:
+        cmd += ["--regime", job[0], "--seed", str(job[1])]
     return cmd + list(overrides)
 
 
-def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], workers: int, quiet: bool) -> None:
+def _job_name(job: tuple[str, int]) -> str:
+    if job[0] == "@encoder":
+        return "encoder"
+    if job[0].startswith(ANALYZE):
+        return f"analyze-{job[0][len(ANALYZE):]}-seed{job[1]}"
+    return f"{job[0]}-seed{job[1]}"
+
+
+def _priority(job: tuple[str, int]) -> tuple:
+    """Encoder first, then training in REGIME_ORDER (critical path first), analyses last: they fill
+    workers the training leaves idle (e.g. while the equal-compute control runs alone)."""
+    if job[0] == "@encoder":
+        return (0, 0, job[1])
+    if job[0].startswith(ANALYZE):
+        return (2, REGIME_ORDER.index(job[0][len(ANALYZE):]), job[1])
+    return (1, REGIME_ORDER.index(job[0]), job[1])
+
+
+def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], workers: int, quiet: bool,
+             analysis: bool = False) -> None:
     jobs = {("@encoder", 0): []} | {(r, s): [(d, 0 if d == "@encoder" else s) for d in DEPENDS[r]]
                                      for s in seeds for r in REGIME_ORDER}
+    if analysis:
+        jobs |= {(ANALYZE + r, s): [(r, s)] for s in seeds for r in REGIME_ORDER}
     done, running, failed = set(), {}, []
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -56,12 +87,12 @@ def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], wor
     while len(done) + len(failed) < len(jobs):
         ready = [j for j in jobs if j not in done and j not in running and j not in failed
                  and all(d in done for d in jobs[j])]
-        ready.sort(key=lambda j: (0 if j[0] == "@encoder" else 1 + REGIME_ORDER.index(j[0]), j[1]))
+        ready.sort(key=_priority)
         while ready and len(running) < workers:
             job = ready.pop(0)
-            name = "encoder" if job[0] == "@encoder" else f"{job[0]}-seed{job[1]}"
+            name = _job_name(job)
             log = open(out / "logs" / f"{name}.log", "w")
-            cmd = _command(preset, out, overrides, None if job[0] == "@encoder" else job[0], job[1])
+            cmd = _command(preset, out, overrides, job)
             running[job] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, name)
             if not quiet:
                 print(f"[{time.time() - t0:6.0f}s] start {name}", flush=True)
@@ -80,7 +111,7 @@ def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], wor
                 print(f"[{time.time() - t0:6.0f}s] {'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
     if failed:
         raise UserError(f"{len(failed)} job(s) failed or were blocked: "
-                        + ", ".join(f"{r}/seed{s}" for r, s in failed) + f"; see {out / 'logs'}")
+                        + ", ".join(_job_name(j) for j in failed) + f"; see {out / 'logs'}")
 
 
 def summarize(out: Path, seeds: list[int]) -> list[dict]:
@@ -138,7 +169,7 @@ def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides:
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(first_seed, first_seed + (seeds or SEEDS.get(preset, 1))))
     t0 = time.time()
-    run_jobs(preset, out, seed_list, overrides or [], workers, quiet)
+    run_jobs(preset, out, seed_list, overrides or [], workers, quiet, analysis)
     wall_s = time.time() - t0
     table = summarize(out, seed_list)
     atomic_write_json(out / "table.json", table)

@@ -70,3 +70,12 @@ def test_reproduce_adds_seeds_from_first_seed(tmp_path):
     assert {e["regime"] for e in table} >= {"text-only", "image-text", "text-only-equal-compute"}
     assert all(e["seeds"] == [2] for e in table)
     assert (tmp_path / "seed2" / "text-only" / "regime.json").exists() and not (tmp_path / "seed0").exists()
+    # what reproduce's analysis jobs run: the trained regime is reused, its final model analysed
+    stamp = (tmp_path / "seed2" / "text" / "results.json").stat().st_mtime_ns
+    out = binding("curriculum", "--preset", "smoke", "--out", str(tmp_path), "--regime", "text-only", "--seed", "2",
+                  "--analyze", "--quiet", "curriculum.stage_max_steps=10", "train.max_steps=20")
+    assert out.returncode == 0, out.stderr
+    assert "symbolic/positional" in out.stdout
+    assert (tmp_path / "seed2" / "text" / "results.json").stat().st_mtime_ns == stamp
+    mech = json.loads((tmp_path / "seed2" / "text-only" / "mechanism" / "mechanism.json").read_text())
+    assert mech["run"] == str(tmp_path / "seed2" / "text")

@@ -20,24 +20,26 @@ from .interventions import peak_and_ratio
 from .plots import plot_regimes
 
 
+def analyze_regime(regime_dir: Path, acfg: AnalyzeConfig | None = None, quiet: bool = False) -> dict:
+    """`analyze` of one regime's final model into regime_dir/mechanism, kept if already there with
+    the same settings (`binding reproduce` runs these as jobs beside the training)."""
+    acfg = acfg or AnalyzeConfig()
+    settings = json.loads(json.dumps(cfglib.to_dict(acfg)))   # as read back from mechanism.json (lists)
+    final = Path(read_json(regime_dir / "regime.json")["final_run_dir"])
+    old = regime_dir / "mechanism" / "mechanism.json"
+    if old.exists() and (r := read_json(old)).get("run") == str(final) and r.get("analyze") == settings:
+        return r
+    if not quiet:
+        print(f"analyzing {regime_dir.name} ({final})", flush=True)
+    return analyze(final, regime_dir / "mechanism", acfg)
+
+
 def analyze_regimes(out: Path, table: list[dict], acfg: AnalyzeConfig | None = None,
                     quiet: bool = False) -> list[dict]:
     acfg = acfg or AnalyzeConfig()
-    settings = json.loads(json.dumps(cfglib.to_dict(acfg)))   # as read back from mechanism.json (lists)
     entries = []
     for e in table:
-        per_seed = []
-        for regime_dir in map(Path, e["run_dirs"]):
-            final = Path(read_json(regime_dir / "regime.json")["final_run_dir"])
-            dest = regime_dir / "mechanism"
-            old = dest / "mechanism.json"
-            if old.exists() and (r := read_json(old)).get("run") == str(final) \
-                    and r.get("analyze") == settings:
-                per_seed.append(r)
-                continue
-            if not quiet:
-                print(f"analyzing {e['regime']} ({final})", flush=True)
-            per_seed.append(analyze(final, dest, acfg))
+        per_seed = [analyze_regime(Path(d), acfg, quiet) for d in e["run_dirs"]]
         layers = per_seed[0]["layers"]
         mean_props = [{o: mean_sd([r["proportions_by_layer"][l][o] for r in per_seed])[0] for o in OUTCOMES}
                       for l in range(len(layers))]
