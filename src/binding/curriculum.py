@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +49,7 @@ from .encoders import EncoderConfig, encoder_stem, pretrain_encoder
 from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
 from .image_task import ContextBatch, ImageSide, grounding_loss, model_inputs, sample_context
 from .render import RenderConfig
+from .step_loop import StepLoop, new_state
 from .hooks import run_with_cache
 from .train import (CHECKPOINT, aid_hook_names, aid_losses, build_model, lr_at, resolve_device,
                     restore_training_state, save_training_state, train)
@@ -241,7 +239,7 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
     opt = torch.optim.AdamW(params, lr=sched.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
     log = MetricsLog(stage_dir / "metrics.jsonl")
     modules = {"model": model} | ({"image": image_side} if image_side is not None else {})
-    state = {"step": 0, "streak": 0, "threshold_step": None, "train_seconds": 0.0}
+    state = new_state()
     if checkpoint_exists(stage_dir / CHECKPOINT):
         state = restore_training_state(stage_dir / CHECKPOINT, modules, opt)["state"]
         log.truncate_after(state["step"])
@@ -250,28 +248,19 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         write_config(stage_dir, settings.pop("config"), seed, {**settings, "n_params": model.n_params()})
         log.truncate_after(-1)
 
-    def checkpoint() -> None:
-        save_training_state(stage_dir / CHECKPOINT, modules, opt, {
-            "state": state, "seed": seed, "stage": dataclasses.asdict(stage),
-            "model_config": cfglib.to_dict(cfg.model), "task_config": cfglib.to_dict(cfg.task)})
-
-    crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))
-    stream = 100 + MODES.index(stage.mode) + 10 * index   # data unlike the other stages'
-    t0 = time.perf_counter() - state["train_seconds"]
-    last_eval: dict = {}
-
-    def done(step: int) -> bool:
+    def done(step: int, threshold_step: int | None) -> bool:
         if stage.fixed_steps:
             return step >= stage.fixed_steps
-        return step >= steps_cap or (state["threshold_step"] is not None and step >= state["threshold_step"] + extra)
+        return step >= steps_cap or (threshold_step is not None and step >= threshold_step + extra)
 
-    while not done(state["step"]):
-        step = state["step"]
+    loop = StepLoop(tc, state, done)
+    stream = 100 + MODES.index(stage.mode) + 10 * index   # data unlike the other stages'
+
+    def train_step(step: int) -> dict:
         model.train()
         if image_side is not None:
             image_side.train()
-        aids_on = (from_scratch or cur.stage_aids) and not (tc.aids_off_at_threshold
-                                                             and state["threshold_step"] is not None)
+        aids_on = (from_scratch or cur.stage_aids) and loop.aids_on()
         rng = step_rng(seed, step, stream)
         mode = stage.mode
         if mode == "mix":
@@ -288,29 +277,25 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         if tc.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
         opt.step()
-        state["step"] = step = step + 1
-        if step % tc.eval_every == 0 or done(step):
-            model.eval()
-            if image_side is not None:
-                image_side.eval()
-            last_eval = stage_eval(model, image_side, stage, cfg, cur, tc.eval_samples_per_n, seed, device)
-            ok = last_eval["stage_id_accuracy"] >= tc.stop_threshold
-            state["streak"] = state["streak"] + 1 if ok else 0
-            if state["streak"] >= tc.stop_patience and state["threshold_step"] is None:
-                state["threshold_step"] = step   # a fixed-length stage does not stop there; its aids switch off
-            state["train_seconds"] = time.perf_counter() - t0
-            log.append({"step": step, "stage": stage.tag, "batch_mode": mode, "lr": lr_at(step - 1, sched), **stats,
-                        "aids_on": aids_on, **last_eval, "threshold_step": state["threshold_step"],
-                        "seconds": round(state["train_seconds"], 2)})
-            if not quiet:
-                print(f"{stage_dir.name} step {step}: stage ID {last_eval['stage_id_accuracy']:.3f}", file=sys.stderr)
-        if step % tc.checkpoint_every == 0:
-            state["train_seconds"] = time.perf_counter() - t0
-            checkpoint()
-        if crash_at and step == crash_at:
-            os.kill(os.getpid(), signal.SIGKILL)
-    state["train_seconds"] = time.perf_counter() - t0
-    checkpoint()
+        return {"stage": stage.tag, "batch_mode": mode, "lr": lr_at(step, sched), **stats, "aids_on": aids_on}
+
+    def stage_id_accuracy(step: int) -> tuple[float, dict]:
+        model.eval()
+        if image_side is not None:
+            image_side.eval()
+        ev = stage_eval(model, image_side, stage, cfg, cur, tc.eval_samples_per_n, seed, device)
+        return ev["stage_id_accuracy"], ev
+
+    def checkpoint() -> None:
+        save_training_state(stage_dir / CHECKPOINT, modules, opt, {
+            "state": state, "seed": seed, "stage": dataclasses.asdict(stage),
+            "model_config": cfglib.to_dict(cfg.model), "task_config": cfglib.to_dict(cfg.task)})
+
+    def report(step: int, id_acc: float, stats: dict) -> None:
+        if not quiet:
+            print(f"{stage_dir.name} step {step}: stage ID {id_acc:.3f}", file=sys.stderr)
+
+    last_eval = loop.run(train_step, stage_id_accuracy, checkpoint, log, after_eval=report)
     model.eval()
     if image_side is not None:
         image_side.eval()

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -32,6 +29,7 @@ from .evaluate import EVAL_STREAM_TRAINING, accuracy_by_n, evaluate, token_predi
 from .hooks import run_with_cache
 from .model import Transformer
 from .plots import plot_accuracy_by_n
+from .step_loop import StepLoop, new_state
 from .task import PAD, Batch, Vocab, sample_batch
 
 CHECKPOINT = "checkpoint"
@@ -155,7 +153,7 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
     model = build_model(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
     log = MetricsLog(run_dir / "metrics.jsonl")
-    state = {"step": 0, "streak": 0, "threshold_step": None, "train_seconds": 0.0}
+    state = new_state()
     if checkpoint_exists(run_dir / CHECKPOINT):
         _check_same_config(run_dir, cfg, seed)
         state = restore_training_state(run_dir / CHECKPOINT, {"model": model}, opt)["state"]
@@ -166,23 +164,12 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         write_config(run_dir, cfglib.to_dict(cfg), seed,
                      {"n_params": model.n_params(), "vocab_size": model.vocab_size, "device": device})
         log.truncate_after(-1)
+    loop = StepLoop(tc, state, done=lambda step, threshold_step: step >= tc.max_steps or (
+        threshold_step is not None and step >= threshold_step + tc.extra_steps))
 
-    def checkpoint() -> None:
-        save_training_state(run_dir / CHECKPOINT, {"model": model}, opt, {
-            "state": state, "seed": seed, "model_config": cfglib.to_dict(cfg.model),
-            "task_config": cfglib.to_dict(cfg.task), "vocab_size": model.vocab_size})
-
-    id_ns = range(cfg.task.id_n[0], cfg.task.id_n[1] + 1)
-    crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))  # tests: a real SIGKILL mid-run
-    bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {run_dir.name}", disable=quiet,
-               unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter() - state["train_seconds"]
-    while state["step"] < tc.max_steps:
-        if state["threshold_step"] is not None and state["step"] >= state["threshold_step"] + tc.extra_steps:
-            break
-        step = state["step"]
+    def train_step(step: int) -> dict:
         model.train()
-        aids_on = not (tc.aids_off_at_threshold and state["threshold_step"] is not None)
+        aids_on = loop.aids_on()
         batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step),
                              one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0)
         for group in opt.param_groups:
@@ -193,30 +180,27 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         if tc.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
-        state["step"] = step = step + 1
-        bar.update(1)
-        stopping = state["threshold_step"] is not None and step >= state["threshold_step"] + tc.extra_steps
-        if step % tc.eval_every == 0 or step == tc.max_steps or stopping:
-            model.eval()
-            acc, _ = accuracy_by_n(token_predictor(model, device), cfg.task, id_ns, tc.eval_samples_per_n,
-                                   seed, EVAL_STREAM_TRAINING)
-            id_acc = sum(acc.values()) / len(acc)
-            state["streak"] = state["streak"] + 1 if id_acc >= tc.stop_threshold else 0
-            if state["streak"] >= tc.stop_patience and state["threshold_step"] is None:
-                state["threshold_step"] = step
-            state["train_seconds"] = time.perf_counter() - t0
-            log.append({"step": step, "lr": lr_at(step - 1, tc), **stats, "aids_on": aids_on,
-                        "id_accuracy": id_acc, "accuracy_by_n": {str(k): v for k, v in acc.items()},
-                        "threshold_step": state["threshold_step"], "seconds": round(state["train_seconds"], 2)})
-            bar.set_postfix(loss=f"{stats['loss']:.3f}", id_acc=f"{id_acc:.3f}")
-        if step % tc.checkpoint_every == 0:
-            state["train_seconds"] = time.perf_counter() - t0
-            checkpoint()
-        if crash_at and step == crash_at:
-            os.kill(os.getpid(), signal.SIGKILL)
+        return {"lr": lr_at(step, tc), **stats, "aids_on": aids_on}
+
+    id_ns = range(cfg.task.id_n[0], cfg.task.id_n[1] + 1)
+
+    def id_accuracy(step: int) -> tuple[float, dict]:
+        model.eval()
+        acc, _ = accuracy_by_n(token_predictor(model, device), cfg.task, id_ns, tc.eval_samples_per_n,
+                               seed, EVAL_STREAM_TRAINING)
+        id_acc = sum(acc.values()) / len(acc)
+        return id_acc, {"id_accuracy": id_acc, "accuracy_by_n": {str(k): v for k, v in acc.items()}}
+
+    def checkpoint() -> None:
+        save_training_state(run_dir / CHECKPOINT, {"model": model}, opt, {
+            "state": state, "seed": seed, "model_config": cfglib.to_dict(cfg.model),
+            "task_config": cfglib.to_dict(cfg.task), "vocab_size": model.vocab_size})
+
+    bar = tqdm(total=tc.max_steps, initial=state["step"], desc=f"train {run_dir.name}", disable=quiet,
+               unit="step", dynamic_ncols=True)
+    loop.run(train_step, id_accuracy, checkpoint, log, after_step=lambda: bar.update(1),
+             after_eval=lambda step, id_acc, stats: bar.set_postfix(loss=f"{stats['loss']:.3f}", id_acc=f"{id_acc:.3f}"))
     bar.close()
-    state["train_seconds"] = time.perf_counter() - t0
-    checkpoint()
 
     model.eval()
     results = evaluate(token_predictor(model, device), cfg.task, tc.final_samples_per_n, seed)
