@@ -8,6 +8,7 @@
     binding pretrain-encoder --kind cnn --out runs/enc     pretrain a small frozen visual encoder
     binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
     binding reproduce --preset cpu --out runs/repro        every regime, table.json, report.md, figure
+    binding combine --out runs/all runs/repro runs/gpu     one table over the seeds of several reproduce folders
     binding analyze --run runs/t0 --out runs/t0/mechanism  interventions, knockout, probes of one model
     binding compare-pretrained --llm DIR --vlm DIR --out D  the same intervention on Hugging Face LLM vs VLM
 
@@ -144,6 +145,15 @@ def cmd_curriculum(args: argparse.Namespace) -> None:
         print(f"mechanism: peak layer {mech['peak_layer']}, symbolic/positional {mech['symbolic_positional_ratio']}")
 
 
+def cmd_combine(args: argparse.Namespace) -> None:
+    from .reproduce import combine
+
+    for e in combine(args.folders, args.out):
+        print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
+              f"seeds {','.join(map(str, e['seeds']))}")
+    print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
 
@@ -260,6 +270,11 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
     sp.set_defaults(func=cmd_reproduce)
+
+    sp = sub.add_parser("combine", help="one table.json and report.md over the seeds of several reproduce folders")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("folders", nargs="+", metavar="FOLDER", help="`binding reproduce` output folders (distinct seeds)")
+    sp.set_defaults(func=cmd_combine)
 
     sp = sub.add_parser("analyze", help="the mechanism of a trained model: interventions, knockout, probes")
     sp.add_argument("--run", required=True, help="a run or curriculum stage directory (config.json + checkpoint)")

@@ -56,3 +56,44 @@ def test_each_job_is_a_binding_curriculum_command():
     assert train[2:4] == ["binding.cli", "curriculum"] and train[-1] == "train.lr=1e-3"
     assert "--analyze" not in train and analyse == train[:-1] + ["--analyze", "train.lr=1e-3"]
     assert "--encoder-only" in reproduce._command("cpu", Path("o"), [], ("@encoder", 0))
+
+
+def fake_reproduce_folder(root, seeds, ood):
+    """seedS/<regime>/regime.json as `binding reproduce` writes them; ood: regime -> accuracy per seed."""
+    import json
+    for s in seeds:
+        for regime, acc in ood.items():
+            d = root / f"seed{s}" / regime
+            d.mkdir(parents=True)
+            (d / "regime.json").write_text(json.dumps({
+                "regime": regime, "seed": s, "ood_accuracy": acc[s], "id_accuracy": 1.0, "total_steps": 100,
+                "accuracy_by_n": {"2": 1.0, "9": acc[s]}, "id_range": [2, 8], "ood_range": [9, 9],
+                "stages": [{"stage": "text", "steps": 100, "reached_threshold": True}]}))
+
+
+def test_combine_makes_one_table_over_the_seeds_of_several_folders(tmp_path):
+    import json
+    ood = {"text-only": {0: 0.4, 1: 0.5, 2: 0.6}, "image-text": {0: 0.6, 1: 0.8, 2: 0.6}}
+    fake_reproduce_folder(tmp_path / "cpu", [0, 1], ood)
+    fake_reproduce_folder(tmp_path / "gpu", [2], ood)
+    table = reproduce.combine([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "all")
+    by = {e["regime"]: e for e in table}
+    assert by["text-only"]["seeds"] == [0, 1, 2] and by["text-only"]["ood_accuracy_mean"] == pytest.approx(0.5)
+    assert by["image-text"]["run_dirs"][2] == str(tmp_path / "gpu" / "seed2" / "image-text")
+    ratio = reproduce.effect_ratio(table)
+    assert ratio["ratio"] == pytest.approx(2.0 / 1.5) and ratio["per_seed"] == pytest.approx([1.5, 1.6, 1.0])
+    assert 1.0 <= ratio["p5"] <= ratio["ratio"] <= ratio["p95"] <= 1.6
+    assert json.loads((tmp_path / "all" / "table.json").read_text())[0]["regime"] == "text-only"
+    assert "**1.33x** over 3 seed(s)" in (tmp_path / "all" / "report.md").read_text()
+
+
+def test_combine_rejects_a_seed_in_two_folders_and_a_folder_without_seeds(tmp_path):
+    ood = {"text-only": {0: 0.4}}
+    fake_reproduce_folder(tmp_path / "a", [0], ood)
+    fake_reproduce_folder(tmp_path / "b", [0], ood)
+    with pytest.raises(UserError, match="seed0 is in both"):
+        reproduce.combine([tmp_path / "a", tmp_path / "b"], tmp_path / "all")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="holds no seedS folders"):
+        reproduce.combine([tmp_path / "a", tmp_path / "empty"], tmp_path / "all")
+    assert not (tmp_path / "all").exists()
