@@ -248,10 +248,9 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         write_config(stage_dir, settings.pop("config"), seed, {**settings, "n_params": model.n_params()})
         log.truncate_after(-1)
 
-    def done(step: int, threshold_step: int | None) -> bool:
-        if stage.fixed_steps:
-            return step >= stage.fixed_steps
-        return step >= steps_cap or (threshold_step is not None and step >= threshold_step + extra)
+    def done(step: int, threshold_step: int | None) -> bool:   # a fixed-length stage ignores its threshold
+        past_threshold = threshold_step is not None and step >= threshold_step + extra
+        return step >= steps_cap or (past_threshold and not stage.fixed_steps)
 
     loop = StepLoop(tc, state, done)
     stream = 100 + MODES.index(stage.mode) + 10 * index   # data unlike the other stages'

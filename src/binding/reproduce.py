@@ -47,33 +47,35 @@ DEPENDS = {"text-only": [], "noise-text": ["text-only"], "image-text": ["text-on
 ANALYZE = "@analyze:"   # job ("@analyze:<regime>", seed): the mechanism analysis of that regime's final model
 
 
+def _kind(job: tuple[str, int]) -> tuple[str, str]:
+    """("encoder", "") | ("train", regime) | ("analyze", regime)."""
+    if job[0] == "@encoder":
+        return "encoder", ""
+    if job[0].startswith(ANALYZE):
+        return "analyze", job[0][len(ANALYZE):]
+    return "train", job[0]
+
+
 def _command(preset: str, out: Path, overrides: list[str], job: tuple[str, int]) -> list[str]:
     cmd = [sys.executable, "-m", "binding.cli", "curriculum", "--preset", preset, "--out", str(out), "--quiet"]
-    if job[0] == "@encoder":
+    kind, regime = _kind(job)
+    if kind == "encoder":
         cmd += ["--encoder-only"]
-    elif job[0].startswith(ANALYZE):   # its regime is trained: the curriculum reuses every stage, then analyses
-        cmd += ["--regime", job[0][len(ANALYZE):], "--seed", str(job[1]), "--analyze"]
-    else:
-        cmd += ["--regime", job[0], "--seed", str(job[1])]
+    else:   # an analysis job's regime is trained: the curriculum reuses every stage, then analyses
+        cmd += ["--regime", regime, "--seed", str(job[1])] + (["--analyze"] if kind == "analyze" else [])
     return cmd + list(overrides)
 
 
 def _job_name(job: tuple[str, int]) -> str:
-    if job[0] == "@encoder":
-        return "encoder"
-    if job[0].startswith(ANALYZE):
-        return f"analyze-{job[0][len(ANALYZE):]}-seed{job[1]}"
-    return f"{job[0]}-seed{job[1]}"
+    kind, regime = _kind(job)
+    return {"encoder": "encoder", "train": f"{regime}-seed{job[1]}", "analyze": f"analyze-{regime}-seed{job[1]}"}[kind]
 
 
 def _priority(job: tuple[str, int]) -> tuple:
     """Encoder first, then training in REGIME_ORDER (critical path first), analyses last: they fill
     workers the training leaves idle (e.g. while the equal-compute control runs alone)."""
-    if job[0] == "@encoder":
-        return (0, 0, job[1])
-    if job[0].startswith(ANALYZE):
-        return (2, REGIME_ORDER.index(job[0][len(ANALYZE):]), job[1])
-    return (1, REGIME_ORDER.index(job[0]), job[1])
+    kind, regime = _kind(job)
+    return ("encoder", "train", "analyze").index(kind), REGIME_ORDER.index(regime) if regime else 0, job[1]
 
 
 def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], workers: int, quiet: bool,
