@@ -36,6 +36,10 @@ class TrainConfig:
     prev_token_layer: int = field(default=1, metadata={"help": "read the previous-token loss after this many blocks"})
     one_hop_fraction: float = field(default=0.0, metadata={
         "help": "share of training queries that ask with the shape (shape -> item), a training aid"})
+    first_hop_fraction: float = field(default=0.0, metadata={
+        "help": "share of training queries that ask for the query colour's shape (colour -> shape, "
+                "marked by [CTX_END] in the [QUE] slot), a training aid: the first hop as a task of "
+                "its own at the output, without saying where in the network it is done"})
     aids_off_at_threshold: bool = field(default=True, metadata={
         "help": "switch the hop loss and one-hop queries off once the threshold holds "
                 "(extra_steps then train on the paper's task alone)"})
@@ -49,6 +53,8 @@ class TrainConfig:
                      "final_samples_per_n", "stop_patience"):
             if getattr(self, name) < 1:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if not (0.0 <= self.one_hop_fraction <= 1.0 and 0.0 <= self.first_hop_fraction <= 1.0):
+            raise UserError("train.one_hop_fraction and train.first_hop_fraction must be in [0, 1]")
         if self.lr <= 0:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
         for weight, layer, name in ((self.hop_loss_weight, self.hop_loss_layer, "hop_loss_layer"),

@@ -199,8 +199,12 @@ def _stage_config(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, paren
 
 def _comparable_settings(settings: dict) -> dict:
     """What must match to reuse a stage folder: the encoder's location may differ (regimes without
-    images leave encoder.path empty; the encoder itself is checked against the render config)."""
+    images leave encoder.path empty; the encoder itself is checked against the render config).
+    Configs are read back through their dataclasses, so a field added since the folder was written
+    compares at its default."""
     out = {k: settings.get(k) for k in ("config", "curriculum", "stage", "parent", "image_vocab")}
+    for key, cls in (("config", BindingConfig), ("curriculum", CurriculumConfig)):
+        out[key] = cfglib.to_dict(cfglib.from_dict(cls, out[key]))
     out["curriculum"] = {**out["curriculum"], "encoder": {**out["curriculum"]["encoder"], "path": None}}
     return out
 
@@ -265,7 +269,8 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         if mode == "mix":
             mode = "image" if rng.random() < stage.image_fraction else "text"
         cb = sample_context(mode, cfg.task, tc.batch_size, rng, noise_fill_to=cur.fill_to(), image_side=image_side,
-                            one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0)
+                            one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0,
+                            first_hop_fraction=tc.first_hop_fraction if aids_on else 0.0)
         ground = cur.grounding_weight if mode == "image" and rng.random() < cur.grounding_fraction else 0.0
         for group in opt.param_groups:
             group["lr"] = lr_at(step, sched)

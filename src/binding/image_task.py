@@ -134,8 +134,9 @@ def to_image(batch: Batch, renderer: Renderer, token_hw: tuple[int, int], rng: n
         assoc = []
         for obj in order.tolist():
             assoc += [voc.shape0 + int(batch.shapes[i, obj]), voc.item0 + int(batch.items[i, obj])]
-        query = int(batch.tokens[i, 3 + 4 * n])  # the query colour (or shape, for a one-hop query)
-        rows.append([BOS] + [PAD] * k + [CTX_END] + assoc + [QUE, query])
+        # [QUE] (or a first-hop query's marker), then the query colour (or shape, for a one-hop query)
+        marker, query = batch.tokens[i, 2 + 4 * n: 4 + 4 * n].tolist()
+        rows.append([BOS] + [PAD] * k + [CTX_END] + assoc + [marker, query])
     tokens = _pack(rows)
     images, positions = renderer.render(batch.colors.numpy(), batch.shapes.numpy(), batch.n.numpy(), rng,
                                         as_tensor=True)
@@ -200,14 +201,15 @@ def grounding_loss(model, image_side: ImageSide, cb: ContextBatch, resid: torch.
 
 def sample_context(mode: str, task: TaskConfig, batch_size: int, rng: np.random.Generator, *,
                    noise_fill_to: int = 0, image_side: ImageSide | None = None, n_range=None,
-                   split: str = "train", one_hop_fraction: float = 0.0) -> ContextBatch:
+                   split: str = "train", one_hop_fraction: float = 0.0,
+                   first_hop_fraction: float = 0.0) -> ContextBatch:
     """One batch of `mode` text | noise | image (mix stages choose the mode per batch)."""
     if mode == "image":
         small = image_vocab(task, image_side.renderer.cfg)
-        batch = sample_batch(small, batch_size, rng, n_range, split, one_hop_fraction)
+        batch = sample_batch(small, batch_size, rng, n_range, split, one_hop_fraction, first_hop_fraction)
         batch = _retokenize(batch, small, task)
         return to_image(batch, image_side.renderer, image_side.token_hw, rng, task)
-    batch = sample_batch(task, batch_size, rng, n_range, split, one_hop_fraction)
+    batch = sample_batch(task, batch_size, rng, n_range, split, one_hop_fraction, first_hop_fraction)
     if mode == "noise":
         return add_noise(batch, noise_fill_to, rng, task)
     return as_context(batch)
@@ -222,6 +224,7 @@ def _retokenize(batch: Batch, small: TaskConfig, task: TaskConfig) -> Batch:
     for lo, hi, new in ((a.color0, a.shape0, b.color0), (a.shape0, a.item0, b.shape0), (a.item0, a.size, b.item0)):
         sel = (batch.tokens >= lo) & (batch.tokens < hi)
         t[sel] = batch.tokens[sel] - lo + new
-    ans = batch.answer - a.item0 + b.item0
+    ans = torch.where(batch.answer >= a.item0, batch.answer - a.item0 + b.item0,   # a first-hop query's
+                      batch.answer - a.shape0 + b.shape0)                          # answer is a shape
     hop = batch.hop_target - a.shape0 + b.shape0
     return dataclasses.replace(batch, tokens=t, answer=ans, hop_target=hop)

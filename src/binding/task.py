@@ -182,8 +182,8 @@ def is_heldout(tokens: np.ndarray, fraction: float) -> np.ndarray:
     return (_hash_rows(tokens) % np.uint64(1 << 20)).astype(np.float64) < fraction * (1 << 20)
 
 
-def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fraction: float = 0.0
-           ) -> dict[str, np.ndarray]:
+def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fraction: float = 0.0,
+           first_hop_fraction: float = 0.0) -> dict[str, np.ndarray]:
     b, nmax = len(n), int(n.max())
     slot = np.arange(nmax)[None, :]
     real = slot < n[:, None]                                     # [B, Nmax]
@@ -198,13 +198,19 @@ def _build(cfg: TaskConfig, rng: np.random.Generator, n: np.ndarray, one_hop_fra
     query_slot = (rng.random(b) * n).astype(np.int64)
     # a one-hop example asks with the shape itself (shape -> item): a training aid, never evaluated
     one_hop = rng.random(b) < one_hop_fraction if one_hop_fraction > 0 else np.zeros(b, dtype=bool)
-    return encode(cfg, n, colors, shapes, items, order, query_slot, one_hop)
+    # a first-hop example asks for the colour's shape (colour -> shape), marked by [CTX_END] where
+    # [QUE] stands: also a training aid, never evaluated (drawn only when asked for, so the
+    # random stream of every run without it is unchanged)
+    first_hop = (~one_hop & (rng.random(b) < first_hop_fraction)) if first_hop_fraction > 0 else None
+    return encode(cfg, n, colors, shapes, items, order, query_slot, one_hop, first_hop)
 
 
 def encode(cfg: TaskConfig, n: np.ndarray, colors: np.ndarray, shapes: np.ndarray, items: np.ndarray,
-           order: np.ndarray, query_slot: np.ndarray, one_hop: np.ndarray | None = None) -> dict[str, np.ndarray]:
+           order: np.ndarray, query_slot: np.ndarray, one_hop: np.ndarray | None = None,
+           first_hop: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Lay out examples given by their symbols (per-vocabulary indices, [B, Nmax]; entries past an
-    example's N are ignored) as token rows. Returns the fields of a `Batch` as numpy arrays."""
+    example's N are ignored) as token rows. Returns the fields of a `Batch` as numpy arrays.
+    one_hop / first_hop [B] bool: rows that ask shape -> item / colour -> shape (training aids)."""
     b, nmax = len(n), int(n.max())
     voc = Vocab.of(cfg)
     slot = np.arange(nmax)[None, :]
@@ -220,28 +226,31 @@ def encode(cfg: TaskConfig, n: np.ndarray, colors: np.ndarray, shapes: np.ndarra
     obj = order[rr, cc]                                            # association cc is about object obj
     tokens[rr, 2 + 2 * n[rr] + 2 * cc] = voc.shape0 + shapes[rr, obj]
     tokens[rr, 3 + 2 * n[rr] + 2 * cc] = voc.item0 + items[rr, obj]
-    tokens[np.arange(b), 2 + 4 * n] = QUE
+    first_hop = np.zeros(b, dtype=bool) if first_hop is None else first_hop
+    tokens[np.arange(b), 2 + 4 * n] = np.where(first_hop, CTX_END, QUE)
     query_pos = 3 + 4 * n
     one_hop = np.zeros(b, dtype=bool) if one_hop is None else one_hop
     tokens[np.arange(b), query_pos] = np.where(one_hop, voc.shape0 + shapes[np.arange(b), query_slot],
                                                voc.color0 + colors[np.arange(b), query_slot])
-
+    shape_t = voc.shape0 + shapes[np.arange(b), query_slot]
     return dict(
         tokens=tokens, n=n, colors=np.where(real, colors, -1), shapes=np.where(real, shapes, -1),
         items=np.where(real, items, -1), assoc_order=np.where(real, order, -1),
         query_slot=query_slot, query_pos=query_pos,
-        answer=voc.item0 + items[np.arange(b), query_slot],
-        hop_target=voc.shape0 + shapes[np.arange(b), query_slot],
+        answer=np.where(first_hop, shape_t, voc.item0 + items[np.arange(b), query_slot]),
+        hop_target=shape_t,
     )
 
 
 def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
                  n_range: tuple[int, int] | None = None, split: str = "train",
-                 one_hop_fraction: float = 0.0) -> Batch:
+                 one_hop_fraction: float = 0.0, first_hop_fraction: float = 0.0) -> Batch:
     """Sample `batch_size` examples with N ~ U{n_range} (default cfg.train_n).
 
     one_hop_fraction: share of examples whose query is the shape instead of the colour (the
     one-hop sub-task, a training aid; spec §7).
+    first_hop_fraction: share of examples that ask for the query colour's shape instead of the
+    item (the first hop as a task of its own; the query marker is [CTX_END] instead of [QUE]).
 
     split="train" never returns a held-out example; split="eval" returns only held-out ones.
     """
@@ -253,7 +262,7 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
     while need > 0:
         draw = need if split == "train" else max(64, int(need / cfg.heldout_fraction * 1.3))
         n = rng.integers(lo, hi + 1, size=draw + (draw // 8 + 4 if split == "train" else 0))
-        ex = _build(cfg, rng, n, one_hop_fraction if split == "train" else 0.0)
+        ex = _build(cfg, rng, n, *((one_hop_fraction, first_hop_fraction) if split == "train" else (0.0, 0.0)))
         keep = is_heldout(ex["tokens"], cfg.heldout_fraction)
         keep = keep if split == "eval" else ~keep
         idx = np.nonzero(keep)[0][:need]

@@ -171,7 +171,8 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         model.train()
         aids_on = loop.aids_on()
         batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step),
-                             one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0)
+                             one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0,
+                             first_hop_fraction=tc.first_hop_fraction if aids_on else 0.0)
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
         loss, stats = losses(model, batch, tc, aids_on, device)

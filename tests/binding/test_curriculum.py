@@ -16,7 +16,7 @@ from binding.image_task import ImageSide, add_noise, model_inputs, sample_contex
 from binding.interp.analyze import AnalyzeConfig
 from binding.interp.compare import analyze_regimes, report_section
 from binding.reproduce import summarize, write_report
-from binding.task import BOS, CTX_END, NOISE, Vocab, sample_batch
+from binding.task import BOS, CTX_END, NOISE, QUE, Vocab, sample_batch
 from binding.train import build_model
 
 SMOKE = preset("smoke")
@@ -94,6 +94,22 @@ def test_image_shape_vocabulary_may_be_smaller_than_the_text_one():
     shapes = cb.tokens[(cb.tokens >= voc.shape0) & (cb.tokens < voc.item0)]
     assert int(shapes.max()) < voc.shape0 + 5                                # text ids of the small vocabulary
     assert torch.equal(cb.text.answer, voc.item0 + cb.text.items[torch.arange(64), cb.text.query_slot])
+
+
+def test_first_hop_queries_keep_their_marker_and_shape_answer_in_noise_and_image_contexts():
+    render = dataclasses.replace(CUR.render, n_shapes=5)                     # answers re-read in text ids
+    side = ImageSide(EncoderConfig(kind="linear"), render, D)
+    voc = Vocab.of(SMOKE.task)
+    for mode in ("noise", "image"):
+        cb = sample_context(mode, SMOKE.task, 64, rng(6), noise_fill_to=12, image_side=side, n_range=(2, 4),
+                            first_hop_fraction=0.5)
+        rows = torch.arange(64)
+        marker = cb.tokens[rows, cb.query_pos - 1]
+        first = marker == CTX_END
+        assert 10 < int(first.sum()) < 54 and ((marker == QUE) | first).all()
+        shape_of_query = voc.shape0 + cb.text.shapes[rows, cb.text.query_slot]
+        assert torch.equal(cb.text.answer[first], shape_of_query[first])
+        assert torch.equal(cb.text.answer[~first], voc.item0 + cb.text.items[rows, cb.text.query_slot][~first])
 
 
 def test_feature_grounding_trains_both_directions():

@@ -102,3 +102,25 @@ def test_describe_reads_the_example_in_words():
     assert "N=3" in text and voc.word(int(batch.answer[0])) in text and "wrong" not in text
     wrong = voc.item0 + (int(batch.answer[0]) - voc.item0 + 1) % CFG.n_items
     assert "<- wrong" in describe(batch, 0, voc, prediction=wrong)
+
+
+def test_first_hop_queries_ask_for_the_colours_shape_and_leave_other_batches_unchanged():
+    """The first-hop training aid: [CTX_END] in the [QUE] slot, the answer is the query colour's
+    shape; never in evaluation batches; at fraction 0 the batch is the one drawn without it."""
+    voc = Vocab.of(CFG)
+    batch = sample_batch(CFG, 400, np.random.default_rng(5), first_hop_fraction=0.5)
+    first = []
+    for i in range(len(batch)):
+        n = int(batch.n[i])
+        toks = batch.tokens[i, :seq_len(n)].tolist()
+        if toks[2 + 4 * n] == CTX_END:
+            first.append(i)
+            context, query = toks[1:1 + 2 * n], toks[-1]
+            assert int(batch.answer[i]) == context[context.index(query) + 1] == int(batch.hop_target[i])
+        else:
+            assert toks[2 + 4 * n] == QUE and solve_by_brute_force(toks, voc) == int(batch.answer[i])
+    assert 150 < len(first) < 250
+    evals = sample_batch(CFG, 200, np.random.default_rng(5), split="eval", first_hop_fraction=0.5)
+    assert (evals.tokens[np.arange(len(evals)), 2 + 4 * evals.n] == QUE).all()
+    plain = sample_batch(CFG, 64, np.random.default_rng(9))
+    assert (sample_batch(CFG, 64, np.random.default_rng(9), first_hop_fraction=0.0).tokens == plain.tokens).all()
