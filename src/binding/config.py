@@ -43,6 +43,9 @@ class TrainConfig:
     aids_off_at_threshold: bool = field(default=True, metadata={
         "help": "switch the hop loss and one-hop queries off once the threshold holds "
                 "(extra_steps then train on the paper's task alone)"})
+    init_from: str = field(default="", metadata={
+        "help": "start from this run directory's final weights (model only, fresh optimizer and "
+                "schedule); empty = from scratch"})
     checkpoint_every: int = field(default=500, metadata={"help": "steps between checkpoints"})
     final_samples_per_n: int = field(default=1000, metadata={"help": "held-out samples per N in the final evaluation"})
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})

@@ -135,6 +135,19 @@ def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
                         f"use another --out, or the same settings to resume it")
 
 
+def _load_weights(model, run: Path) -> None:
+    """train.init_from: another run's final model weights (same architecture and vocabulary)."""
+    if not checkpoint_exists(run / CHECKPOINT):
+        raise UserError(f"train.init_from={run}: no checkpoint there")
+    tensors = load_checkpoint(run / CHECKPOINT)[0]
+    weights = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1].strip()
+        raise UserError(f"train.init_from={run}: its model does not fit this config ({first})") from None
+
+
 def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = False) -> dict:
     """Train (or resume) a run in `run_dir`; returns the final results (also in results.json)."""
     cfg = cfg.validate()
@@ -160,6 +173,8 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         log.truncate_after(state["step"])
         print(f"resuming {run_dir} from step {state['step']}", file=sys.stderr)
     else:
+        if tc.init_from:
+            _load_weights(model, Path(tc.init_from))
         run_dir.mkdir(parents=True, exist_ok=True)
         write_config(run_dir, cfglib.to_dict(cfg), seed,
                      {"n_params": model.n_params(), "vocab_size": model.vocab_size, "device": device})

@@ -97,3 +97,26 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     (tmp_path / "r" / "checkpoint.safetensors").write_bytes(b"garbage")
     out = run_cli("evaluate", "--run", str(tmp_path / "r"))
     assert out.returncode == 2 and "does not match its sidecar" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_init_from_starts_from_another_runs_final_weights(tmp_path):
+    import torch
+
+    from binding.train import _load_weights, build_model
+    from lab.checkpoint import load_checkpoint
+
+    train(apply_overrides(SMOKE, ["train.max_steps=20"]), tmp_path / "a", seed=0, quiet=True)
+    saved = {k[6:]: v for k, v in load_checkpoint(tmp_path / "a" / "checkpoint")[0].items() if k.startswith("model.")}
+    model = build_model(SMOKE)
+    assert not all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    _load_weights(model, tmp_path / "a")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    # the run records where it started; a missing run or another architecture is one clear error
+    train(apply_overrides(SMOKE, ["train.max_steps=10", f"train.init_from={tmp_path / 'a'}"]), tmp_path / "b",
+          seed=0, quiet=True)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"]["train"]["init_from"] == str(tmp_path / "a")
+    with pytest.raises(UserError, match="no checkpoint"):
+        train(apply_overrides(SMOKE, [f"train.init_from={tmp_path / 'nowhere'}"]), tmp_path / "c", seed=0, quiet=True)
+    with pytest.raises(UserError, match="does not fit"):
+        train(apply_overrides(SMOKE, ["model.d_model=64", f"train.init_from={tmp_path / 'a'}"]), tmp_path / "d",
+              seed=0, quiet=True)
