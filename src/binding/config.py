@@ -41,7 +41,8 @@ class TrainConfig:
                 "marked by [CTX_END] in the [QUE] slot), a training aid: the first hop as a task of "
                 "its own at the output, without saying where in the network it is done"})
     aids_off_at_threshold: bool = field(default=True, metadata={
-        "help": "switch the hop loss and one-hop queries off once the threshold holds "
+        "help": "switch the training aids (hop and previous-token losses, one-hop and first-hop "
+                "queries) off once the threshold holds "
                 "(extra_steps then train on the paper's task alone)"})
     init_from: str = field(default="", metadata={
         "help": "start from this run directory's final weights (model only, fresh optimizer and "

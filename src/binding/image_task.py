@@ -39,7 +39,7 @@ from torch import nn
 
 from .encoders import EncoderConfig, build_visual_frontend, object_token_index
 from .render import Renderer, RenderConfig
-from .task import BOS, CTX_END, NOISE, PAD, QUE, Batch, TaskConfig, Vocab, sample_batch
+from .task import BOS, CTX_END, NOISE, PAD, Batch, TaskConfig, Vocab, sample_batch
 
 
 @dataclass
