@@ -296,10 +296,13 @@ def describe(batch: Batch, i: int, vocab: Vocab, prediction: int | None = None) 
     q = int(batch.query_slot[i])
     ctx = " ".join(f"[{w(toks[1 + 2 * k])} {w(toks[2 + 2 * k])}]" for k in range(n))
     assoc = ", ".join(f"{w(toks[2 + 2 * n + 2 * j])}->{w(toks[3 + 2 * n + 2 * j])}" for j in range(n))
-    line = (f"N={n}  context: {ctx}\n      associations: {assoc}\n"
-            f"      query: {w(toks[-1])} -> answer {w(batch.answer[i])} "
-            f"(object {q + 1} is {w(toks[-1])} {w(batch.hop_target[i])}; "
-            f"{w(batch.hop_target[i])} is bound to {w(batch.answer[i])})")
+    line = f"N={n}  context: {ctx}\n      associations: {assoc}\n"
+    if toks[2 + 4 * n] == CTX_END:   # a first-hop question (training aid): colour -> shape
+        line += f"      first-hop query: {w(toks[-1])} -> answer {w(batch.answer[i])} (object {q + 1})"
+    else:
+        line += (f"      query: {w(toks[-1])} -> answer {w(batch.answer[i])} "
+                 f"(object {q + 1} is {w(toks[-1])} {w(batch.hop_target[i])}; "
+                 f"{w(batch.hop_target[i])} is bound to {w(batch.answer[i])})")
     if prediction is not None:
         ok = int(prediction) == int(batch.answer[i])
         line += f"\n      model says {w(prediction)}" + ("" if ok else "  <- wrong")

@@ -120,6 +120,8 @@ def test_first_hop_queries_ask_for_the_colours_shape_and_leave_other_batches_unc
         else:
             assert toks[2 + 4 * n] == QUE and solve_by_brute_force(toks, voc) == int(batch.answer[i])
     assert 150 < len(first) < 250
+    assert "first-hop query" in describe(batch, first[0], voc) and "first-hop" not in describe(
+        batch, next(i for i in range(len(batch)) if i not in first), voc)
     evals = sample_batch(CFG, 200, np.random.default_rng(5), split="eval", first_hop_fraction=0.5)
     assert (evals.tokens[np.arange(len(evals)), 2 + 4 * evals.n] == QUE).all()
     plain = sample_batch(CFG, 64, np.random.default_rng(9))
