@@ -81,7 +81,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if 4 * task.max_n + 4 > cfg.model.max_len:
         raise UserError(f"N={task.max_n} needs more positions than this model's max_len={cfg.model.max_len}")
     samples = args.samples or cfg.train.final_samples_per_n
-    results = evaluate(token_predictor(model), task, samples, args.seed if args.seed is not None else seed)
+    results = evaluate(token_predictor(model), task, samples, args.seed if args.seed is not None else seed,
+                       first_hop=args.first_hop)
     print(format_table(results))
     print("first mistakes:\n" + "\n".join(results["mistakes"][:args.mistakes]))
     if args.out:
@@ -224,6 +225,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", type=int, default=0, help="samples per N (default: the run's final_samples_per_n)")
     sp.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
     sp.add_argument("--mistakes", type=int, default=3, help="mistakes to print")
+    sp.add_argument("--first-hop", action="store_true",
+                    help="ask first-hop questions (colour -> shape) instead of the two-hop queries: a "
+                         "diagnostic for runs trained with train.first_hop_fraction")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                     help="task overrides for evaluation, e.g. task.ood_n=9,16")
     sp.set_defaults(func=cmd_evaluate)

@@ -21,11 +21,13 @@ EVAL_STREAM_FINAL = 2      # the final report: a different, fresh draw
 
 
 def eval_batches(task: TaskConfig, n: int, samples: int, seed: int, stream: int,
-                 batch_size: int = 512) -> list[Batch]:
+                 batch_size: int = 512, first_hop: bool = False) -> list[Batch]:
+    """first_hop: ask colour -> shape questions instead of the two-hop queries (a diagnostic)."""
     rng = step_rng(seed, n, stream)
     out, left = [], samples
     while left > 0:
-        out.append(sample_batch(task, min(batch_size, left), rng, (n, n), split="eval"))
+        out.append(sample_batch(task, min(batch_size, left), rng, (n, n), split="eval",
+                                first_hop_fraction=1.0 if first_hop else 0.0))
         left -= len(out[-1])
     return out
 
@@ -43,12 +45,12 @@ def token_predictor(model: Transformer, device: str = "cpu") -> Predictor:
 
 
 def accuracy_by_n(predict: Predictor, task: TaskConfig, n_values: range, samples_per_n: int, seed: int,
-                  stream: int, vocab: Vocab | None = None, max_mistakes: int = 0
+                  stream: int, vocab: Vocab | None = None, max_mistakes: int = 0, first_hop: bool = False
                   ) -> tuple[dict[int, float], list[str]]:
     acc, mistakes = {}, []
     for n in n_values:
         correct = 0
-        for batch in eval_batches(task, n, samples_per_n, seed, stream):
+        for batch in eval_batches(task, n, samples_per_n, seed, stream, first_hop=first_hop):
             pred = predict(batch)
             hit = pred == batch.answer
             correct += int(hit.sum())
@@ -76,13 +78,15 @@ def summarize(acc: dict[int, float], task: TaskConfig, samples_per_n: int) -> di
 
 
 def evaluate(predict: Predictor, task: TaskConfig, samples_per_n: int, seed: int,
-             max_mistakes: int = 5) -> dict:
-    """Full ID + OOD evaluation on the final stream; includes the first mistakes in words."""
+             max_mistakes: int = 5, first_hop: bool = False) -> dict:
+    """Full ID + OOD evaluation on the final stream; includes the first mistakes in words.
+    first_hop: the first-hop questions (colour -> shape) instead of the task's queries."""
     vocab = Vocab.of(task)
     n_values = sorted(set(range(task.id_n[0], task.id_n[1] + 1)) | set(range(task.ood_n[0], task.ood_n[1] + 1)))
     acc, mistakes = accuracy_by_n(predict, task, n_values, samples_per_n, seed, EVAL_STREAM_FINAL,
-                                  vocab, max_mistakes)
-    return {**summarize(acc, task, samples_per_n), "mistakes": mistakes}
+                                  vocab, max_mistakes, first_hop)
+    return {**summarize(acc, task, samples_per_n), **({"queries": "first-hop"} if first_hop else {}),
+            "mistakes": mistakes}
 
 
 def format_table(results: dict) -> str:

@@ -251,6 +251,8 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
     one-hop sub-task, a training aid; spec §7).
     first_hop_fraction: share of examples that ask for the query colour's shape instead of the
     item (the first hop as a task of its own; the query marker is [CTX_END] instead of [QUE]).
+    One-hop queries are training-only; first-hop questions are drawn in either split (training
+    passes them as an aid, `binding evaluate --first-hop` asks held-out ones).
 
     split="train" never returns a held-out example; split="eval" returns only held-out ones.
     """
@@ -262,7 +264,7 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
     while need > 0:
         draw = need if split == "train" else max(64, int(need / cfg.heldout_fraction * 1.3))
         n = rng.integers(lo, hi + 1, size=draw + (draw // 8 + 4 if split == "train" else 0))
-        ex = _build(cfg, rng, n, *((one_hop_fraction, first_hop_fraction) if split == "train" else (0.0, 0.0)))
+        ex = _build(cfg, rng, n, one_hop_fraction if split == "train" else 0.0, first_hop_fraction)
         keep = is_heldout(ex["tokens"], cfg.heldout_fraction)
         keep = keep if split == "eval" else ~keep
         idx = np.nonzero(keep)[0][:need]

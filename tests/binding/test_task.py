@@ -122,7 +122,19 @@ def test_first_hop_queries_ask_for_the_colours_shape_and_leave_other_batches_unc
     assert 150 < len(first) < 250
     assert "first-hop query" in describe(batch, first[0], voc) and "first-hop" not in describe(
         batch, next(i for i in range(len(batch)) if i not in first), voc)
-    evals = sample_batch(CFG, 200, np.random.default_rng(5), split="eval", first_hop_fraction=0.5)
-    assert (evals.tokens[np.arange(len(evals)), 2 + 4 * evals.n] == QUE).all()
+    evals = sample_batch(CFG, 200, np.random.default_rng(5), split="eval", first_hop_fraction=1.0)
+    assert (evals.tokens[np.arange(len(evals)), 2 + 4 * evals.n] == CTX_END).all()   # held-out ones
+    assert is_heldout(evals.tokens.numpy(), CFG.heldout_fraction).all()
+    assert (evals.answer == evals.hop_target).all()
     plain = sample_batch(CFG, 64, np.random.default_rng(9))
     assert (sample_batch(CFG, 64, np.random.default_rng(9), first_hop_fraction=0.0).tokens == plain.tokens).all()
+
+
+def test_evaluate_first_hop_asks_held_out_colour_to_shape_questions():
+    from binding.evaluate import evaluate
+
+    small = TaskConfig(**{**CFG.__dict__, "ood_n": (9, 10)})
+    first_hop_oracle = lambda batch: batch.hop_target   # always names the query colour's shape
+    fh = evaluate(first_hop_oracle, small, 64, seed=0, first_hop=True)
+    assert fh["queries"] == "first-hop" and fh["id_accuracy"] == fh["ood_accuracy"] == 1.0
+    assert evaluate(first_hop_oracle, small, 64, seed=0)["id_accuracy"] == 0.0   # two-hop answers are items
