@@ -27,19 +27,9 @@ import time
 import numpy as np
 
 from lab.io import atomic_write_json
+from timing import best_of, cpu_seconds
 
 SIZES_MB = (0.0, 0.25, 1.0, 4.0)
-
-
-def _cpu_s(pids) -> float:
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for p in pids:
-        try:
-            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(f[11]) + int(f[12])) / tick
-    return total
 
 
 def measure(transport: str, calls: int) -> list[dict]:
@@ -67,12 +57,12 @@ def measure(transport: str, calls: int) -> list[dict]:
             for _ in range(5):
                 ray.get(actor.call.options(num_returns=2).remote(x, n)[0])
             others = [p for p in cluster_pids() if p not in (os.getpid(), actor_pid)]
-            c0 = (_cpu_s([os.getpid()]), _cpu_s([actor_pid]), _cpu_s(others))
+            c0 = (cpu_seconds([os.getpid()]), cpu_seconds([actor_pid]), cpu_seconds(others))
             t0 = time.perf_counter()
             refs = [actor.call.options(num_returns=2).remote(x, n) for _ in range(calls)]
             ray.get([r[1] for r in refs])
             wall = time.perf_counter() - t0
-            c1 = (_cpu_s([os.getpid()]), _cpu_s([actor_pid]), _cpu_s(others))
+            c1 = (cpu_seconds([os.getpid()]), cpu_seconds([actor_pid]), cpu_seconds(others))
             caller, callee, other = (1e3 * (c1[i] - c0[i]) / calls for i in range(3))
             t0 = time.perf_counter()
             for _ in range(calls):
@@ -112,23 +102,12 @@ def chain_traffic(run: str, batch: int = 1024) -> dict:
             sent[name] = node({p: sent[p][name] for p in node.producers}, {})
             for consumer, t in sent[name].items():
                 links_mb[f"{name}->{consumer if consumer != LOGITS else 'router'}"] = t.numel() * 4 / 2**20
-    compute_ms_per_1k = {b: 1e3 * _seconds_per_call(model, torch.zeros(b, *model.input_shape)) * 1e3 / b
-                         for b in (64, batch)}
+    with torch.no_grad():
+        compute_ms_per_1k = {b: 1e6 * best_of(lambda: model(torch.zeros(b, *model.input_shape)), 20, warmup=True) / b
+                             for b in (64, batch)}
     links_mb = {f"router->{model.topology.iot}": x.numel() * 4 / 2**20, **links_mb}
     return {"batch": batch, "calls": len(model.topology.chain), "links_mb": links_mb,
             "compute_ms_per_1k_in_process": compute_ms_per_1k}
-
-
-def _seconds_per_call(model, x) -> float:
-    import torch
-
-    with torch.no_grad():
-        model(x)
-        t0, reps = time.perf_counter(), 0
-        while time.perf_counter() - t0 < 1.0:
-            model(x)
-            reps += 1
-    return (time.perf_counter() - t0) / reps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,8 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         # out of the router); the input and the logits once. In plasma a link is written once.
         total_mb = sum(chain["links_mb"].values())
         per_1k = 1000 / chain["batch"]
-        chain["inline_mb_carried"] = 2 * total_mb - chain["links_mb"][next(iter(chain["links_mb"]))] - sum(
-            v for k, v in chain["links_mb"].items() if k.endswith("->router"))
+        to_or_from_router = sum(v for k, v in chain["links_mb"].items() if "router" in k)
+        chain["inline_mb_carried"] = 2 * total_mb - to_or_from_router
         chain["plasma_mb_carried"] = total_mb
         est = {}
         for t, (fixed, per_mb) in fits.items():

@@ -34,18 +34,7 @@ import torch
 
 from lab.io import atomic_write_json
 from lab.report import md_table
-
-
-def _cpu_s(pids) -> float:
-    """User + system CPU seconds used so far by `pids` (gone processes count 0)."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
-    for p in pids:
-        try:
-            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(f[11]) + int(f[12])) / tick
-    return total
+from timing import cpu_seconds
 
 
 class CpuWindow:
@@ -62,8 +51,8 @@ class CpuWindow:
         self.marks: list[tuple] = []
 
     def mark(self) -> None:
-        self.marks.append((_cpu_s([os.getpid()]), _cpu_s(self.node_pids), _cpu_s(self.other_pids),
-                           _cpu_s(self.client_pids)))
+        self.marks.append(tuple(cpu_seconds(p) for p in ([os.getpid()], self.node_pids, self.other_pids,
+                                                          self.client_pids)))
 
     def per_1k(self, examples: float) -> dict:
         (a, b) = self.marks
