@@ -5,6 +5,7 @@ backward, AdamW), in the same process, interleaved, so machine noise hits both a
 tokens/s, the ratio, and achieved FLOP/s against this CPU's measured fp32 matmul peak.
 
     python benchmarks/train_throughput.py [--preset cpu] [--steps 30] [--out benchmarks/results/train_throughput.json]
+    python benchmarks/train_throughput.py --profile     # also: where one step of our model spends its CPU time
 """
 from __future__ import annotations
 
@@ -59,12 +60,25 @@ def train_flops_per_token(model: nn.Module, cfg, seq: float) -> float:
     return 6 * n + 12 * cfg.n_layers * seq * cfg.d_model
 
 
+def profile_ops(fn) -> list[tuple[str, float]]:
+    """(op, share of self CPU time) for one call of fn under torch.profiler, largest first."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    events = [(e.key, e.self_cpu_time_total) for e in prof.key_averages()]
+    total = sum(t for _, t in events) or 1.0
+    return sorted(((k, t / total) for k, t in events), key=lambda kv: -kv[1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3, help="alternating measurement rounds")
     ap.add_argument("--out", default="benchmarks/results/train_throughput.json")
+    ap.add_argument("--profile", action="store_true",
+                    help="then profile our model's steps (torch.profiler) and list the ops by share of CPU time")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.pos_encoding=learned")
     args = ap.parse_args()
     cfg = apply_overrides(preset(args.preset), args.overrides)
@@ -114,10 +128,16 @@ def main() -> None:
         print(f"{name:10} {r['tokens_per_s']:10.0f} {r['steps_per_s']:8.2f} {r['flop_per_s'] / 1e9:8.2f} "
               f"{r['fraction_of_matmul_peak']:8.1%}")
     print(f"ours / textbook = {ratio:.2f}x")
+    profile = profile_ops(lambda: run("ours")) if args.profile else None
+    if profile:
+        print("our model's steps by op (self CPU time):")
+        for op, share in profile[:10]:
+            print(f"  {share:6.1%}  {op}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"preset": args.preset, "overrides": args.overrides, "threads": torch.get_num_threads(), "matmul_peak_flop_per_s": peak,
-                               "models": rows, "ratio_ours_over_textbook": ratio}, indent=2))
+                               "models": rows, "ratio_ours_over_textbook": ratio,
+                               **({"profile_self_cpu_share": dict(profile)} if profile else {})}, indent=2))
 
 
 if __name__ == "__main__":
