@@ -24,6 +24,9 @@ def test_train_then_evaluate_writes_the_results_schema(tmp_path):
     result = json.loads((tmp_path / "e.json").read_text())
     assert set(result["accuracy_by_n"]) == {"2", "3", "4", "5", "6"}
     assert result["samples_per_n"] == 32 and result["ood_range"] == [5, 6]
+    out = binding("evaluate", "--run", str(run), "--out", str(tmp_path / "f.json"), "--samples", "32", "--first-hop")
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "f.json").read_text())["queries"] == "first-hop" and "queries" not in result
 
 
 @pytest.mark.parametrize("args, message", [
@@ -32,6 +35,9 @@ def test_train_then_evaluate_writes_the_results_schema(tmp_path):
     (["train", "--preset", "smoke", "--out", "X", "task.ood_n=5,99"], "N=99"),
     (["train", "--preset", "smoke", "--out", "X", "model.pos_encoding=alibi"], "not one of"),
     (["train", "--preset", "smoke", "--out", "X", "lr"], "section.field=value"),
+    (["train", "--preset", "smoke", "--out", "X", "train.first_hop_fraction=1.5"],
+     "train.one_hop_fraction and train.first_hop_fraction must be in [0, 1]"),
+    (["train", "--preset", "smoke", "--out", "X", "train.init_from=no/such/run"], "no checkpoint there"),
     (["evaluate", "--run", "no/such/run"], "run config not found"),
     (["sample", "--preset", "smoke", "--n", "50"], "larger than the vocabularies"),
     (["reproduce", "--preset", "smoke", "--out", "X", "--first-seed", "-1"], "--first-seed must be >= 0"),
