@@ -7,7 +7,6 @@ run killed at any point (even `kill -9`) ends with the same metrics as one never
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -129,8 +128,10 @@ def restore_training_state(stem: Path, modules: dict[str, torch.nn.Module], opt:
 
 def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
     saved = read_json(run_dir / "config.json", "run config")
-    as_saved = json.loads(json.dumps(cfglib.to_dict(cfg)))  # tuples become lists, as in the file
-    if saved.get("config") != as_saved or saved.get("seed") != seed:
+    # Both sides read through the dataclass: a field added since the run was written compares at
+    # its default, so older runs stay resumable and reusable as curriculum stages.
+    as_saved = cfglib.to_dict(cfglib.from_dict(BindingConfig, saved.get("config") or {}))
+    if as_saved != cfglib.to_dict(cfg) or saved.get("seed") != seed:
         raise UserError(f"{run_dir} already holds a run with a different config or seed; "
                         f"use another --out, or the same settings to resume it")
 

@@ -82,6 +82,17 @@ def test_a_run_directory_with_another_config_is_refused(tmp_path):
     train(SMOKE, tmp_path / "r", seed=0, quiet=True)
     with pytest.raises(UserError, match="different config"):
         train(SMOKE, tmp_path / "r", seed=1, quiet=True)
+    with pytest.raises(UserError, match="different config"):
+        train(apply_overrides(SMOKE, ["train.lr=0.5"]), tmp_path / "r", seed=0, quiet=True)
+
+
+def test_a_run_written_before_a_config_field_existed_is_still_reused(tmp_path):
+    first = train(SMOKE, tmp_path / "r", seed=0, quiet=True)
+    path = tmp_path / "r" / "config.json"
+    saved = json.loads(path.read_text())
+    assert saved["config"]["train"].pop("first_hop_fraction") == 0.0  # as an older version wrote it
+    path.write_text(json.dumps(saved))
+    assert train(SMOKE, tmp_path / "r", seed=0, quiet=True) == first
 
 
 def test_learning_rate_warms_up_then_decays():
