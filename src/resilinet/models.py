@@ -87,6 +87,12 @@ class PhysicalNode(nn.Module):
         p = next(self.parameters(), None)
         return torch.zeros((batch_size, *self.in_shape), device=p.device if p is not None else None)
 
+    def passes_input_to(self, consumer: str) -> bool:
+        """Does this node send `consumer` the request's input unchanged? (The MLP's IoT node has no
+        layers: its link to the edge carries the raw input.)"""
+        return (self.producers == (INPUT,) and self.weights[INPUT] == 1.0 and isinstance(self.body, nn.Identity)
+                and consumer in self.consumers and consumer not in self.projections)
+
     def send(self, h: torch.Tensor) -> dict[str, torch.Tensor]:
         if not self.consumers:
             return {LOGITS: h}

@@ -103,3 +103,17 @@ def test_weights_multiply_each_link():
     inputs = {p: sent[p]["cloud"] for p in ("f1", "f2")}
     got = model.nodes["cloud"].combine_inputs(inputs, {"f1": 1.0, "f2": 1.0})
     assert torch.allclose(got, 0.95 * sent["f1"]["cloud"] + 0.91 * sent["f2"]["cloud"])
+
+
+@pytest.mark.parametrize("arch", ["mlp", "mobilenet", "resnet18"])
+def test_only_a_link_that_carries_the_raw_input_is_marked_so(arch):
+    """The runtime's router sends such a link itself (`passes_input_to`): it must be exactly the input."""
+    model = toy_model(arch, "resilinet")
+    iot = model.nodes["iot"]
+    x = torch.randn(3, *model.input_shape)
+    sent = sent_by_all(model, x)["iot"]
+    marked = [c for c in iot.consumers if iot.passes_input_to(c)]
+    assert marked == (["e"] if arch == "mlp" else [])     # the MLP's IoT has no layers; to f2 is a projection
+    for c in marked:
+        assert torch.equal(sent[c], x)
+    assert not any(model.nodes[n].passes_input_to(c) for n in model.topology.chain[1:] for c in model.nodes[n].consumers)

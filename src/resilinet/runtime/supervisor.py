@@ -36,6 +36,8 @@ class RuntimeConfig:
     endpoint_wait_s: float = 30.0    # how long a request waits for a crashed IoT/cloud to come back
     batch_examples: int = 1024       # concurrent requests are merged into routed batches up to this size (0: off)
     routes_in_flight: int = 2        # merged batches travelling the chain at once
+    input_direct: bool = True        # a link that carries the raw input unchanged (the MLP's IoT -> edge)
+                                     # is sent by the router, not relayed through the IoT process (False)
 
 
 @dataclass

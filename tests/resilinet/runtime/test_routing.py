@@ -157,3 +157,19 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(deployments):
         assert ans.logits.shape[0] == x.shape[0] and len(ans.predictions) == x.shape[0]
         assert torch.allclose(ans.logits, model(x), atol=1e-5, rtol=0)
     assert all(s.state == "up" for s in shared.supervisor.nodes.values())
+
+
+def test_the_raw_input_reaches_the_edge_from_the_router_or_through_the_iot_alike(deployments):
+    """The MLP's IoT link to e carries the input unchanged: the router sends it itself by default
+    (`input_direct`); relayed through the IoT process instead, every answer is the same."""
+    model, direct = deployments["resilinet"]
+    relayed = Router(model, torch.full((4,), 0.25), supervisor=direct.supervisor, key="resilinet")
+    relayed.direct = ()                 # as with RuntimeConfig(input_direct=False)
+    assert direct.direct == ("e",)
+    wait_all_up(direct)
+    for dead in ([], ["e"], ["f2"]):
+        with stopped(direct, dead):
+            a, b = direct.predict(X), relayed.predict(X)
+        want = model(X, {n: 0.0 for n in dead})
+        assert a.alive == b.alive and a.alive == {n: n not in dead for n in model.topology.failure_prone}
+        assert torch.equal(a.logits, b.logits) and torch.allclose(a.logits, want, atol=1e-5, rtol=0), dead
