@@ -73,6 +73,10 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="HTTP port (serve default 8100; chaos default 0 = any free port)")
     p.add_argument("--hop-deadline-s", type=float, default=0.5,
                    help="a producer silent this long after its call is dead for the request (default 0.5)")
+    p.add_argument("--relay-input", action="store_true",
+                   help="send the raw input to the edge through the IoT process, the physical path when the "
+                        "service does not run beside the data source (default: the router sends it itself, "
+                        "one transfer less; MLP only, where the IoT has no layers)")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (e.g. 127.0.0.1:6379) whose machines carry the role "
                         "resources iot/edge/fog/cloud; default: start a local loopback cluster")
@@ -260,7 +264,7 @@ def _runtime_config(args: argparse.Namespace):
         raise UserError(f"--hop-deadline-s must be in (0, 60], got {args.hop_deadline_s}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    return RuntimeConfig(hop_deadline_s=args.hop_deadline_s)
+    return RuntimeConfig(hop_deadline_s=args.hop_deadline_s, input_direct=not args.relay_input)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -43,3 +43,12 @@ def test_short_chaos_run_loses_no_request_and_nodes_come_back(tmp_path, capsys):
     assert report["kills"] >= 2 and report["all_nodes_up_at_end"]
     assert (out / "chaos.md").read_text().startswith("# ResiliNet chaos run")
     assert code == (0 if report["verdict"]["ok"] else 1)
+
+
+def test_relay_input_switches_the_direct_input_off():
+    from resilinet.cli import _runtime_config, build_parser
+
+    def cfg(*extra):
+        return _runtime_config(build_parser().parse_args(["serve", "--run", "x", *extra]))
+
+    assert cfg().input_direct is True and cfg("--relay-input").input_direct is False
