@@ -101,7 +101,9 @@ def chain_traffic(run: str, batch: int = 1024) -> dict:
             node = model.nodes[name]
             sent[name] = node({p: sent[p][name] for p in node.producers}, {})
             for consumer, t in sent[name].items():
-                links_mb[f"{name}->{consumer if consumer != LOGITS else 'router'}"] = t.numel() * 4 / 2**20
+                # the raw input the MLP's IoT would relay goes from the router (RuntimeConfig.input_direct)
+                src = "router" if node.passes_input_to(consumer) else name
+                links_mb[f"{src}->{consumer if consumer != LOGITS else 'router'}"] = t.numel() * 4 / 2**20
     with torch.no_grad():
         compute_ms_per_1k = {b: 1e6 * best_of(lambda: model(torch.zeros(b, *model.input_shape)), 20, warmup=True) / b
                              for b in (64, batch)}

@@ -22,7 +22,7 @@ Stage directories nest by prefix, so regimes that share a prefix share its stage
 
 The first stage of a regime trains from scratch with the run config's train section (and its
 training aids); later stages use the curriculum's stage_lr with a short warmup, then a constant
-rate, and the run's training aids until their own threshold holds (`stage_aids`). Every stage is
+rate or a cosine decay (stage_min_lr_ratio, stage_decay_steps), and the run's training aids until their own threshold holds (`stage_aids`). Every stage is
 resumable exactly as `train` is. The headline of every regime is the text-only evaluation per N of
 its final model.
 """
@@ -61,7 +61,11 @@ MATCH_LONGEST = -1  # fixed_steps sentinel: as many steps in all as the longest 
 @dataclass(frozen=True)
 class CurriculumConfig:
     stage_lr: float = field(default=1e-3, metadata={"help": "AdamW rate of every stage after the first"})
-    stage_warmup_steps: int = field(default=50, metadata={"help": "warmup of later stages (then constant)"})
+    stage_warmup_steps: int = field(default=50, metadata={"help": "warmup of later stages"})
+    stage_min_lr_ratio: float = field(default=1.0, metadata={
+        "help": "after warmup a later stage's rate decays (cosine) to stage_lr * this over stage_decay_steps, "
+                "then stays there (1 = constant)"})
+    stage_decay_steps: int = field(default=0, metadata={"help": "length of that decay (0 = the stage's step cap)"})
     stage_max_steps: int = field(default=2000, metadata={"help": "cap on a later stage's steps"})
     stage_extra_steps: int = field(default=200, metadata={"help": "steps after a later stage's threshold holds"})
     scratch_max_steps: int = field(default=1500, metadata={
@@ -87,6 +91,8 @@ class CurriculumConfig:
 
     def validate(self, cfg: BindingConfig) -> "CurriculumConfig":
         self.render.validate()
+        if not 0.0 < self.stage_min_lr_ratio <= 1.0 or self.stage_decay_steps < 0:
+            raise UserError("curriculum.stage_min_lr_ratio must be in (0, 1] and stage_decay_steps >= 0")
         if not 0.0 <= self.mix_image_fraction <= 1.0 or not 0.0 <= self.grounding_fraction <= 1.0:
             raise UserError("curriculum.mix_image_fraction and grounding_fraction must be in [0, 1]")
         if cfg.task.train_n[1] > self.render.max_objects:
@@ -238,7 +244,8 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
     from_scratch = parent is None
     steps_cap = stage.fixed_steps or ((cur.scratch_max_steps or tc.max_steps) if from_scratch else cur.stage_max_steps)
     sched = tc if from_scratch else dataclasses.replace(tc, lr=cur.stage_lr, warmup_steps=cur.stage_warmup_steps,
-                                                        min_lr_ratio=1.0)  # constant after warmup
+                                                        min_lr_ratio=cur.stage_min_lr_ratio,
+                                                        max_steps=cur.stage_decay_steps or steps_cap)
     extra = tc.extra_steps if from_scratch else cur.stage_extra_steps
     opt = torch.optim.AdamW(params, lr=sched.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.98))
     log = MetricsLog(stage_dir / "metrics.jsonl")

@@ -247,3 +247,18 @@ def test_a_fixed_length_stage_switches_its_aids_off_at_its_threshold_but_runs_ev
     assert res["steps"] == 30 and res["threshold_step"] == patience * SMOKE.train.eval_every
     assert [r["aids_on"] for r in rows] == [r["step"] <= res["threshold_step"] for r in rows]
     assert not rows[-1]["aids_on"]
+
+
+def test_a_later_stage_holds_its_rate_or_decays_it_as_configured(tmp_path):
+    from binding.curriculum import Stage, run_stage
+    run_regime("text-only", SMOKE, CUR, tmp_path, 0)
+    parent = tmp_path / "seed0" / "text"
+
+    def rates(cur, name):
+        run_stage(SMOKE, cur, Stage("text", fixed_steps=40), parent / name, parent, 0, index=1)
+        return [json.loads(line)["lr"] for line in (parent / name / "metrics.jsonl").read_text().splitlines()]
+
+    assert set(rates(CUR, "const")) == {CUR.stage_lr}     # warmup (5 steps) is over by the first row
+    decayed = rates(dataclasses.replace(CUR, stage_min_lr_ratio=0.1, stage_decay_steps=25), "decay")
+    assert decayed[0] < CUR.stage_lr and all(a > b for a, b in zip(decayed, decayed[1:3]))
+    assert decayed[-1] == decayed[-2] == CUR.stage_lr * 0.1   # reached the floor at step 25, then held
