@@ -262,3 +262,6 @@ def test_a_later_stage_holds_its_rate_or_decays_it_as_configured(tmp_path):
     decayed = rates(dataclasses.replace(CUR, stage_min_lr_ratio=0.1, stage_decay_steps=25), "decay")
     assert decayed[0] < CUR.stage_lr and all(a > b for a, b in zip(decayed, decayed[1:3]))
     assert decayed[-1] == decayed[-2] == CUR.stage_lr * 0.1   # reached the floor at step 25, then held
+    mix = dataclasses.replace(CUR, mix_stage_lr=3e-4)         # a mix stage has a rate of its own
+    run_stage(SMOKE, mix, Stage("mix", 0.5, fixed_steps=20), parent / "mix", parent, 0, index=1)
+    assert {json.loads(line)["lr"] for line in (parent / "mix" / "metrics.jsonl").read_text().splitlines()} == {3e-4}
