@@ -21,9 +21,7 @@ data:
 	  else echo "note: not root; install dataset-fashion-mnist for the default ResiliNet data"; fi; fi
 
 demo: $(STAMP) data
-	$(BIN)/binding train --preset cpu --out $(DEMO)/binding/text-only --seed 0
-	$(BIN)/binding evaluate --run $(DEMO)/binding/text-only --out $(DEMO)/binding/text-only/evaluation.json
-	$(BIN)/binding analyze --run $(DEMO)/binding/text-only --out $(DEMO)/binding/text-only/mechanism
+	$(BIN)/binding reproduce --preset cpu --out $(DEMO)/binding
 	$(BIN)/resilinet reproduce --preset cpu --out $(DEMO)/resilinet
 	$(BIN)/python -m lab.demo_report $(DEMO)
 

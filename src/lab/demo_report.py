@@ -10,7 +10,10 @@ from pathlib import Path
 
 
 def _binding_section(demo: Path) -> list[str]:
-    run = demo / "binding" / "text-only"
+    """`binding reproduce --out DEMO/binding`: its text-only model first (per N, mistakes, its
+    mechanism), then the reproduce report (every regime beside the paper)."""
+    root = demo / "binding"
+    run = root / "seed0" / "text"                  # the text stage = the text-only regime's model
     res_path = run / "results.json"
     if not res_path.exists():
         return ["## Binding study", "", f"(no results: {res_path} is missing)", ""]
@@ -26,7 +29,8 @@ def _binding_section(demo: Path) -> list[str]:
              f"![accuracy by N]({(run / 'accuracy_by_n.png').relative_to(demo)})", ""]
     if res.get("mistakes"):
         lines += ["First mistakes:", "", "```", *res["mistakes"][:2], "```", ""]
-    mech = run / "mechanism" / "mechanism.json"
+    mech_dir = root / "seed0" / "text-only" / "mechanism"
+    mech = mech_dir / "mechanism.json"
     if mech.exists():
         m = json.loads(mech.read_text())
         peak = m["proportions_by_layer"][m["peak_layer"]]
@@ -38,19 +42,24 @@ def _binding_section(demo: Path) -> list[str]:
                   + f". Peak layer {m['peak_layer']} (symbolic {peak['symbolic']:.2f}, positional "
                   f"{peak['positional']:.2f}; ratio {'inf' if ratio is None else f'{ratio:.1f}'}). The paper's text-only "
                   "models are positional; why this one is not: docs/RESULTS.md, 'Binding mechanism'.", "",
-                  f"![outcomes]({(run / 'mechanism' / 'outcomes.png').relative_to(demo)}) "
-                  f"![probes]({(run / 'mechanism' / 'probes.png').relative_to(demo)})", ""]
-    return lines
+                  f"![outcomes]({(mech_dir / 'outcomes.png').relative_to(demo)}) "
+                  f"![probes]({(mech_dir / 'probes.png').relative_to(demo)})", ""]
+    return lines + _lifted(demo, root / "report.md", "## Binding study: every training regime")
 
 
 def _resilinet_section(demo: Path) -> list[str]:
-    report = demo / "resilinet" / "report.md"
+    return _lifted(demo, demo / "resilinet" / "report.md", "## ResiliNet")
+
+
+def _lifted(demo: Path, report: Path, title: str) -> list[str]:
+    """A study's own report under `title`, its links rewritten to sit beside REPORT.md; its own
+    headings one level down."""
     if not report.exists():
-        return ["## ResiliNet", "", f"(no results: {report} is missing)", ""]
+        return [title, "", f"(no results: {report} is missing)", ""]
     rel = report.parent.relative_to(demo)
     body = report.read_text().replace("](", f"]({rel}/")  # its figures sit beside it
-    return ["## ResiliNet", "", f"The full report: [{rel}/report.md]({rel}/report.md)", "",
-            *body.splitlines()[1:], ""]
+    body = "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines()[1:])
+    return [title, "", f"The full report: [{rel}/report.md]({rel}/report.md)", "", body, ""]
 
 
 def write(demo: Path) -> Path:
@@ -58,6 +67,7 @@ def write(demo: Path) -> Path:
             "The papers' numbers and the measured ones are compared in docs/RESULTS.md.", "",
             *_binding_section(demo), *_resilinet_section(demo)]
     out = demo / "REPORT.md"
+    demo.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(text) + "\n")
     return out
 
