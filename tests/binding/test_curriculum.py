@@ -265,3 +265,20 @@ def test_a_later_stage_holds_its_rate_or_decays_it_as_configured(tmp_path):
     mix = dataclasses.replace(CUR, mix_stage_lr=3e-4)         # a mix stage has a rate of its own
     run_stage(SMOKE, mix, Stage("mix", 0.5, fixed_steps=20), parent / "mix", parent, 0, index=1)
     assert {json.loads(line)["lr"] for line in (parent / "mix" / "metrics.jsonl").read_text().splitlines()} == {3e-4}
+
+
+def test_with_cooldown_a_stage_ends_at_its_floor_rate_whenever_its_threshold_held(tmp_path, monkeypatch):
+    import binding.curriculum as curriculum
+    from binding.curriculum import Stage, run_stage
+    run_regime("text-only", SMOKE, CUR, tmp_path, 0)
+    parent = tmp_path / "seed0" / "text"
+    monkeypatch.setattr(curriculum, "stage_eval", lambda *a, **k: {"noise_id_accuracy": 1.0, "stage_id_accuracy": 1.0})
+    cur = dataclasses.replace(CUR, stage_min_lr_ratio=0.1, stage_decay_steps=1000, stage_cooldown=True,
+                              stage_max_steps=100)
+    res = run_stage(SMOKE, cur, Stage("noise"), parent / "noise", parent, 0, index=1)
+    rows = [json.loads(line) for line in (parent / "noise" / "metrics.jsonl").read_text().splitlines()]
+    t = res["threshold_step"]
+    assert t == SMOKE.train.stop_patience * SMOKE.train.eval_every and res["steps"] == t + cur.stage_extra_steps
+    at_threshold = next(r["lr"] for r in rows if r["step"] == t)
+    assert at_threshold > 0.9 * cur.stage_lr                  # barely decayed yet (1000-step decay)
+    assert rows[-1]["lr"] == cur.stage_lr * 0.1               # cooled down to the floor by the last step
