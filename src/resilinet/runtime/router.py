@@ -251,8 +251,11 @@ class Router:
         if name == iot:
             inputs, alive, omit = [x_np], {"input": 1.0}, self.direct
         else:
-            inputs = [x_np if p == iot and name in self.direct else calls[p].sent[name] if p in calls else None
-                      for p in self.producers[name]]
+            def arg(p: str):
+                if p == iot and name in self.direct:
+                    return x_np                # the raw input, from the router instead of through the IoT
+                return calls[p].sent[name] if p in calls else None
+            inputs = [arg(p) for p in self.producers[name]]
             alive = {p: (1.0 if p in calls else 0.0) for p in self.producers[name]}
         consumers = tuple(c for c in self.consumers[name] or ("logits",) if c not in omit)
         refs = handle.forward.options(num_returns=1 + len(consumers)).remote(self.key, alive, b, omit, *inputs)
