@@ -128,10 +128,9 @@ def restore_training_state(stem: Path, modules: dict[str, torch.nn.Module], opt:
 
 def _check_same_config(run_dir: Path, cfg: BindingConfig, seed: int) -> None:
     saved = read_json(run_dir / "config.json", "run config")
-    # Both sides read through the dataclass: a field added since the run was written compares at
-    # its default, so older runs stay resumable and reusable as curriculum stages.
-    as_saved = cfglib.to_dict(cfglib.from_dict(BindingConfig, saved.get("config") or {}))
-    if as_saved != cfglib.to_dict(cfg) or saved.get("seed") != seed:
+    # Compared as dataclasses: a field added since the run was written takes its default, so older
+    # runs stay resumable and reusable as curriculum stages.
+    if cfglib.from_dict(BindingConfig, saved.get("config") or {}) != cfg or saved.get("seed") != seed:
         raise UserError(f"{run_dir} already holds a run with a different config or seed; "
                         f"use another --out, or the same settings to resume it")
 
