@@ -134,7 +134,7 @@ def cmd_curriculum(args: argparse.Namespace) -> None:
         return
     if not args.regime:
         raise UserError(f"--regime is required; choose one of {list(regimes(cur))}")
-    res = run_regime(args.regime, cfg, cur, args.out, args.seed, quiet=args.quiet)
+    res = run_regime(args.regime, cfg, cur, args.out, args.seed, quiet=args.quiet, follow=args.follow)
     for st in res["stages"]:
         print(f"{st['stage']:>10}: {st['steps']:5d} steps (threshold at {st['threshold_step']}), "
               f"text OOD after it {st['text_ood_accuracy']:.4f}  [{st['run_dir']}]")
@@ -258,6 +258,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("--encoder-only", action="store_true", help="only pretrain the embedded encoder into OUT/encoder")
+    sp.add_argument("--follow", action="store_true",
+                    help="text-only-equal-compute only: start while the other regimes of the seed still train "
+                         "(in other processes): train up to their progress, wait there, and stop at the longest "
+                         "one's total once all have finished")
     sp.add_argument("--analyze", action="store_true",
                     help="then analyse the regime's final model (`binding analyze`) into OUT/seedS/REGIME/mechanism")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)

@@ -11,7 +11,8 @@ stops at `stage_max_steps`. The named regimes:
     image-text                text -> image -> mix (20% image / 80% text)
     noise-image-text          text -> noise -> image -> mix
     mixed-from-start          mix, from scratch
-    text-only-equal-compute   text -> more text, as many steps in all as the longest regime (same seed)
+    text-only-equal-compute   text -> more text, as many steps in all as the longest other regime of
+                              its seed (longest.py; with --follow it starts alongside them)
 
 Stage directories nest by prefix, so regimes that share a prefix share its stages:
 
@@ -51,6 +52,7 @@ from .config import BindingConfig
 from .encoders import EncoderConfig, encoder_stem, pretrain_encoder
 from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
 from .image_task import ContextBatch, ImageSide, grounding_loss, model_inputs, sample_context
+from .longest import LongestRegime
 from .render import RenderConfig
 from .step_loop import StepLoop, new_state
 from .hooks import run_with_cache
@@ -121,12 +123,15 @@ class Stage:
     mode: str
     image_fraction: float = 0.0   # mix stages
     fixed_steps: int = 0          # > 0: exactly this many steps (its threshold only switches the aids off);
-                                  # MATCH_LONGEST: resolved at run time
+                                  # MATCH_LONGEST: as many steps in all as the longest other
+                                  # regime, known at run time (tag "text+longest")
 
     @property
     def tag(self) -> str:
         if self.mode == "mix":
             return f"mix{round(100 * self.image_fraction)}"
+        if self.fixed_steps == MATCH_LONGEST:
+            return f"{self.mode}+longest"
         if self.fixed_steps:
             return f"{self.mode}+{self.fixed_steps}"
         return self.mode
@@ -226,18 +231,27 @@ def _comparable_settings(settings: dict) -> dict:
 
 
 def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir: Path, parent: Path | None,
-              seed: int, quiet: bool = True, index: int = 0) -> dict:
+              seed: int, quiet: bool = True, index: int = 0, longest: LongestRegime | None = None,
+              offset: int = 0) -> dict:
     """Train one stage into stage_dir, starting from parent's checkpoint (None: from scratch).
-    index: the stage's place in its regime (0 = first); it picks the data stream."""
+    index: the stage's place in its regime (0 = first); it picks the data stream. A MATCH_LONGEST
+    stage ends at `longest`'s total, counted from global step `offset` (its regime's earlier steps)."""
     tc = cfg.train
     stage_dir = Path(stage_dir)
     settings = _stage_config(cfg, cur, stage, parent)
+    matched = stage.fixed_steps == MATCH_LONGEST
+    if matched and longest is None:
+        raise ValueError("a MATCH_LONGEST stage needs `longest`")
     if (stage_dir / "config.json").exists():
         saved = read_json(stage_dir / "config.json", "stage config")
         if _comparable_settings(saved) != _comparable_settings(settings) or saved.get("seed") != seed:
             raise UserError(f"{stage_dir} holds a stage with other settings; use another --out")
     if (stage_dir / "results.json").exists():
-        return read_json(stage_dir / "results.json")
+        res = read_json(stage_dir / "results.json")
+        if matched and res["steps"] != max(1, longest.total() - offset):
+            raise UserError(f"{stage_dir} holds an equal-compute stage of {res['steps']} steps, but the longest "
+                            f"other regime now needs {max(1, longest.total() - offset)}; use another --out")
+        return res
     device = resolve_device(tc.device)
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -252,7 +266,11 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
             image_side.load_state_dict({k[6:]: v for k, v in parent_tensors.items() if k.startswith("image.")})
     params = list(model.parameters()) + ([p for p in image_side.parameters() if p.requires_grad] if image_side else [])
     from_scratch = parent is None
-    steps_cap = stage.fixed_steps or ((cur.scratch_max_steps or tc.max_steps) if from_scratch else cur.stage_max_steps)
+    if matched:   # the rate schedule needs the length only if it decays over the whole stage
+        steps_cap = max(1, longest.total() - offset) if _decays_over_stage(cur) else 0
+    else:
+        steps_cap = stage.fixed_steps or ((cur.scratch_max_steps or tc.max_steps) if from_scratch
+                                          else cur.stage_max_steps)
     stage_lr = cur.mix_stage_lr if stage.mode == "mix" and cur.mix_stage_lr else cur.stage_lr
     sched = tc if from_scratch else dataclasses.replace(tc, lr=stage_lr, warmup_steps=cur.stage_warmup_steps,
                                                         min_lr_ratio=cur.stage_min_lr_ratio,
@@ -271,6 +289,11 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
         log.truncate_after(-1)
 
     def done(step: int, threshold_step: int | None) -> bool:   # a fixed-length stage ignores its threshold
+        if matched:
+            waited = longest.waited_s
+            over = step >= 1 and longest.reached(offset + step)
+            loop.exclude(longest.waited_s - waited)   # time spent waiting is not training time
+            return over
         past_threshold = threshold_step is not None and step >= threshold_step + extra
         return step >= steps_cap or (past_threshold and not stage.fixed_steps)
 
@@ -342,6 +365,11 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
     return results
 
 
+def _decays_over_stage(cur: CurriculumConfig) -> bool:
+    """Whether a later stage's rate schedule depends on the stage's length (a decay over its step cap)."""
+    return cur.stage_min_lr_ratio < 1.0 and cur.stage_decay_steps == 0
+
+
 # ---------------------------------------------------------------------------------------------
 # A regime: its stages in order, then a summary folder
 
@@ -357,20 +385,19 @@ def ensure_encoder(cur: CurriculumConfig, cache_dir: Path, seed: int = 0, quiet:
     return dataclasses.replace(cur, encoder=dataclasses.replace(cur.encoder, path=str(cache_dir)))
 
 
-def longest_total_steps(seed_dir: Path, exclude: str) -> int:
-    totals = []
-    for p in Path(seed_dir).glob("*/regime.json"):
-        res = read_json(p)
-        if res["regime"] != exclude and not res["regime"].startswith("text-only"):
-            totals.append(res["total_steps"])
-    if not totals:
-        raise UserError(f"text-only-equal-compute needs the other regimes of {seed_dir} trained first")
-    return max(totals)
+def stage_dirs(seed_dir: Path, stages: list[Stage]) -> list[Path]:
+    """A regime's stage folders: each nests in the previous one's."""
+    dirs, d = [], Path(seed_dir)
+    for stage in stages:
+        d = d / stage.tag
+        dirs.append(d)
+    return dirs
 
 
 def run_regime(name: str, cfg: BindingConfig, cur: CurriculumConfig, out: str | Path, seed: int,
-               quiet: bool = True) -> dict:
-    """Train every stage of regime `name` (reusing stages already in OUT), then summarise it."""
+               quiet: bool = True, follow: bool = False) -> dict:
+    """Train every stage of regime `name` (reusing stages already in OUT), then summarise it.
+    follow (text-only-equal-compute only): start while the other regimes still train (LongestRegime)."""
     cfg = cfg.validate()
     cur = cur.validate(cfg)
     table = regimes(cur)
@@ -379,18 +406,22 @@ def run_regime(name: str, cfg: BindingConfig, cur: CurriculumConfig, out: str | 
     stages = table[name]
     out = Path(out)
     seed_dir = out / f"seed{seed}"
+    longest = None
+    if any(s.fixed_steps == MATCH_LONGEST for s in stages):
+        others = {r: stage_dirs(seed_dir, st) for r, st in table.items() if not r.startswith("text-only")}
+        longest = LongestRegime(seed_dir, others, follow, quiet=quiet)
+    elif follow:
+        raise UserError("--follow applies only to text-only-equal-compute")
     if needs_images(stages):
         cur = ensure_encoder(cur, out / "encoder", quiet=quiet)
     parent, summary, rows, offset = None, [], [], 0
     stage_dir = seed_dir
     for i, stage in enumerate(stages):
-        if stage.fixed_steps == MATCH_LONGEST:
-            stage = dataclasses.replace(stage, fixed_steps=max(1, longest_total_steps(seed_dir, name) - offset))
         stage_dir = stage_dir / stage.tag
         if i == 0 and stage.mode == "text":
             res = train(cfg, stage_dir, seed, quiet=True)      # the text stage is exactly `binding train`
         else:
-            res = run_stage(cfg, cur, stage, stage_dir, parent, seed, quiet, index=i)
+            res = run_stage(cfg, cur, stage, stage_dir, parent, seed, quiet, index=i, longest=longest, offset=offset)
         rows.append({"event": "stage_start", "stage": stage.tag, "mode": stage.mode, "stage_index": i,
                      "global_step": offset, "init_from": str(parent) if parent else None})
         for r in MetricsLog(stage_dir / "metrics.jsonl").rows():

@@ -3,11 +3,13 @@
     binding reproduce --preset cpu --out runs/repro            # one seed per regime (the cpu preset)
 
 Jobs run as `binding curriculum` subprocesses, `--workers` at a time (one torch thread each), in
-dependency order: the text stage first (text-only), then the regimes that extend it, the
-equal-compute control last (it needs the other regimes' step counts); each regime's mechanism
-analysis is a job of its own, run once the regime is trained, on a worker the training leaves
-idle (`binding curriculum --analyze`). Regimes that share a prefix
-share its stage folders, so the text stage is trained once per seed. The embedded encoder is
+dependency order: the text stage first (text-only), then the regimes that extend it. The
+equal-compute control needs the other regimes' step counts; it starts once the text stage is done,
+beside the workers, trains up to the other regimes' progress and waits there until the longest
+one's total is known (`--follow`, binding/longest.py), so it trains alongside them instead of
+alone at the end. Each regime's mechanism analysis is a job of its own, run once the regime is
+trained, on a worker the training leaves idle (`binding curriculum --analyze`). Regimes that
+share a prefix share its stage folders, so the text stage is trained once per seed. The embedded encoder is
 pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are kept and an
 interrupted one continues from its checkpoint. Writes
 
@@ -42,6 +44,9 @@ REGIME_ORDER = ("text-only", "noise-text", "noise-image-text", "image-text", "mi
 DEPENDS = {"text-only": [], "noise-text": ["text-only"], "image-text": ["text-only", "@encoder"],
            "noise-image-text": ["noise-text", "@encoder"], "mixed-from-start": ["@encoder"],
            "text-only-equal-compute": [r for r in REGIME_ORDER if r != "text-only-equal-compute"]}
+# Followers start once these are done, beside the `--workers` jobs (not counted among them): the
+# control trains up to the other regimes' progress and waits there (`binding curriculum --follow`)
+FOLLOWERS = {"text-only-equal-compute": ["text-only"]}
 
 
 ANALYZE = "@analyze:"   # job ("@analyze:<regime>", seed): the mechanism analysis of that regime's final model
@@ -63,6 +68,7 @@ def _command(preset: str, out: Path, overrides: list[str], job: tuple[str, int])
         cmd += ["--encoder-only"]
     else:   # an analysis job's regime is trained: the curriculum reuses every stage, then analyses
         cmd += ["--regime", regime, "--seed", str(job[1])] + (["--analyze"] if kind == "analyze" else [])
+        cmd += ["--follow"] if kind == "train" and regime in FOLLOWERS else []
     return cmd + list(overrides)
 
 
@@ -78,41 +84,60 @@ def _priority(job: tuple[str, int]) -> tuple:
     return ("encoder", "train", "analyze").index(kind), REGIME_ORDER.index(regime) if regime else 0, job[1]
 
 
+def _is_follower(job: tuple[str, int]) -> bool:
+    kind, regime = _kind(job)
+    return kind == "train" and regime in FOLLOWERS
+
+
+def _doomed(job: tuple[str, int], jobs: dict, failed: list) -> bool:
+    """Whether the job failed or waits (directly or not) on one that did."""
+    return job in failed or any(_doomed(d, jobs, failed) for d in jobs[job])
+
+
 def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], workers: int, quiet: bool,
              analysis: bool = False) -> None:
     jobs = {("@encoder", 0): []} | {(r, s): [(d, 0 if d == "@encoder" else s) for d in DEPENDS[r]]
                                      for s in seeds for r in REGIME_ORDER}
     if analysis:
         jobs |= {(ANALYZE + r, s): [(r, s)] for s in seeds for r in REGIME_ORDER}
+    start_after = {j: [(d, j[1]) for d in FOLLOWERS[j[0]]] if _is_follower(j) else deps for j, deps in jobs.items()}
     done, running, failed = set(), {}, []
     (out / "logs").mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.time()
+
+    def say(text: str) -> None:
+        if not quiet:
+            print(f"[{time.time() - t0:6.0f}s] {text}", flush=True)
+
     while len(done) + len(failed) < len(jobs):
         ready = [j for j in jobs if j not in done and j not in running and j not in failed
-                 and all(d in done for d in jobs[j])]
+                 and all(d in done for d in start_after[j])]
         ready.sort(key=_priority)
-        while ready and len(running) < workers:
-            job = ready.pop(0)
+        for job in ready:
+            follower = _is_follower(job)
+            if sum(_is_follower(j) == follower for j in running) >= workers:
+                continue
             name = _job_name(job)
             log = open(out / "logs" / f"{name}.log", "w")
             cmd = _command(preset, out, overrides, job)
             running[job] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, name)
-            if not quiet:
-                print(f"[{time.time() - t0:6.0f}s] start {name}", flush=True)
+            say(f"start {name}" + (" (follows the other regimes of its seed)" if follower else ""))
         if not running:
             blocked = [j for j in jobs if j not in done and j not in failed]
             failed += blocked   # their dependencies failed
             break
         time.sleep(1.0)
         for job, (proc, log, name) in list(running.items()):
+            if proc.poll() is None and _is_follower(job) and _doomed(job, jobs, failed):
+                proc.kill()   # what it follows failed: it would wait for ever
+                proc.wait()
             if proc.poll() is None:
                 continue
             log.close()
             del running[job]
             (done.add(job) if proc.returncode == 0 else failed.append(job))
-            if not quiet:
-                print(f"[{time.time() - t0:6.0f}s] {'done' if proc.returncode == 0 else 'FAILED'} {name}", flush=True)
+            say(f"{'done' if proc.returncode == 0 else 'FAILED'} {name}")
     if failed:
         raise UserError(f"{len(failed)} job(s) failed or were blocked: "
                         + ", ".join(_job_name(j) for j in failed) + f"; see {out / 'logs'}")

@@ -40,6 +40,10 @@ class StepLoop:
         """The training aids stay on until the threshold holds (when aids_off_at_threshold)."""
         return not (self.tc.aids_off_at_threshold and self.state["threshold_step"] is not None)
 
+    def exclude(self, seconds: float) -> None:
+        """Leave `seconds` just spent (e.g. waiting for other jobs) out of the training time."""
+        self._t0 += seconds
+
     def elapsed(self) -> float:
         self.state["train_seconds"] = time.perf_counter() - self._t0
         return self.state["train_seconds"]

@@ -5,8 +5,10 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
+import pytest
 import torch
 
 from binding.config import preset
@@ -18,6 +20,7 @@ from binding.interp.compare import analyze_regimes, report_section
 from binding.reproduce import summarize, write_report
 from binding.task import BOS, CTX_END, NOISE, QUE, Vocab, sample_batch
 from binding.train import build_model
+from lab.errors import UserError
 
 SMOKE = preset("smoke")
 CUR = CURRICULUM_PRESETS["smoke"]()
@@ -170,8 +173,8 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     assert {e["regime"] for e in table} == {"noise-image-text", "image-text", "text-only-equal-compute"}
     report = write_report(tmp_path, table, "smoke", 1.0).read_text()
     assert "83.6" in report and (tmp_path / "accuracy_by_n.png").exists()
-    fixed = eq["stages"][1]["stage"]                       # "text+N": no threshold, so never marked missed
-    assert fixed.startswith("text+") and f"{fixed}:{eq['stages'][1]['steps']}*" not in report
+    fixed = eq["stages"][1]["stage"]                       # no threshold, so never marked missed
+    assert fixed == "text+longest" and f"{fixed}:{eq['stages'][1]['steps']}*" not in report
     assert f"{fixed}:{eq['stages'][1]['steps']}" in report
 
     # the mechanism of every regime's final model, side by side (what `binding reproduce` adds)
@@ -185,6 +188,41 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     stamp = (seed_dir / "image-text" / "mechanism" / "mechanism.json").stat().st_mtime_ns
     analyze_regimes(tmp_path, table, small, quiet=True)                       # kept, not recomputed
     assert (seed_dir / "image-text" / "mechanism" / "mechanism.json").stat().st_mtime_ns == stamp
+
+
+def test_a_control_started_alongside_the_other_regimes_ends_as_one_started_after_them(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    cur = dataclasses.replace(CUR, scratch_max_steps=40)   # mixed-from-start short too
+    run_regime("text-only", SMOKE, cur, a, 0)
+    with open(tmp_path / "follower.err", "w") as err:
+        follower = subprocess.Popen([sys.executable, "-m", "binding.cli", "curriculum", "--preset", "smoke", "--regime",
+                                     "text-only-equal-compute", "--seed", "0", "--out", str(a), "--follow",
+                                     "curriculum.scratch_max_steps=40"], stdout=subprocess.DEVNULL, stderr=err)
+    for _ in range(1200):   # it waits at once: the others have only the text stage so far
+        if "waiting for the other regimes" in (tmp_path / "follower.err").read_text() or follower.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert "waiting for the other regimes" in (tmp_path / "follower.err").read_text()
+    totals = [run_regime(r, SMOKE, cur, a, 0)["total_steps"]
+              for r in ("noise-text", "image-text", "noise-image-text", "mixed-from-start")]
+    assert follower.wait(timeout=300) == 0, (tmp_path / "follower.err").read_text()
+    shutil.copytree(a, b)
+    shutil.rmtree(b / "seed0" / "text" / "text+longest")
+    shutil.rmtree(b / "seed0" / "text-only-equal-compute")
+    after = run_regime("text-only-equal-compute", SMOKE, cur, b, 0)
+    followed = json.loads((a / "seed0" / "text-only-equal-compute" / "regime.json").read_text())
+    assert followed["total_steps"] == after["total_steps"] == max(totals)
+    assert _comparable(a / "seed0/text/text+longest") == _comparable(b / "seed0/text/text+longest")
+
+
+def test_a_finished_control_that_no_longer_matches_the_longest_regime_is_refused(tmp_path):
+    run_regime("noise-text", SMOKE, CUR, tmp_path, 0)
+    run_regime("text-only-equal-compute", SMOKE, CUR, tmp_path, 0)
+    results = tmp_path / "seed0" / "text" / "text+longest" / "results.json"
+    res = json.loads(results.read_text())
+    results.write_text(json.dumps({**res, "steps": res["steps"] - 1}))   # as if the others had changed
+    with pytest.raises(UserError, match="equal-compute stage of .* steps, but the longest other regime now needs"):
+        run_regime("text-only-equal-compute", SMOKE, CUR, tmp_path, 0)
 
 
 def _comparable(stage_dir):

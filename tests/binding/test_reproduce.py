@@ -8,13 +8,15 @@ from binding import reproduce
 from lab.errors import UserError
 
 
-def fake_commands(monkeypatch, tmp_path, fail: str = ""):
-    """Each job appends "start NAME" / "end NAME" to a log instead of training; `fail` names one that fails."""
+def fake_commands(monkeypatch, tmp_path, fail: str = "", hang: str = ""):
+    """Each job appends "start NAME" / "end NAME" to a log instead of training; `fail` names one that
+    fails, `hang` one that would run for a minute."""
     log = tmp_path / "order.txt"
 
     def command(preset, out, overrides, job):
         name = reproduce._job_name(job)
-        code = (f"import time; open({str(log)!r}, 'a').write('start {name}\\n'); time.sleep(0.05); "
+        code = (f"import time; open({str(log)!r}, 'a').write('start {name}\\n'); "
+                f"time.sleep({60 if name == hang else 0.05}); "
                 f"open({str(log)!r}, 'a').write('end {name}\\n'); raise SystemExit({int(name == fail)})")
         return [sys.executable, "-c", code]
 
@@ -28,11 +30,29 @@ def test_jobs_start_after_their_dependencies_and_analyses_after_their_regime(mon
     events = log.read_text().split("\n")[:-1]
     at = {e: i for i, e in enumerate(events)}
     for regime, deps in reproduce.DEPENDS.items():
-        for d in deps:
+        for d in reproduce.FOLLOWERS.get(regime, deps):   # a follower starts early (it waits itself)
             dep = "encoder" if d == "@encoder" else f"{d}-seed0"
             assert at[f"end {dep}"] < at[f"start {regime}-seed0"]
         assert at[f"end {regime}-seed0"] < at[f"start analyze-{regime}-seed0"]
     assert sum(e.startswith("start analyze-") for e in events) == len(reproduce.REGIME_ORDER)
+
+
+def test_the_equal_compute_control_starts_after_the_text_stage_beside_the_workers(monkeypatch, tmp_path):
+    log = fake_commands(monkeypatch, tmp_path)
+    reproduce.run_jobs("smoke", tmp_path, [0], [], workers=1, quiet=True, analysis=False)
+    events = log.read_text().split("\n")[:-1]
+    at = {e: i for i, e in enumerate(events)}
+    assert at["end text-only-seed0"] < at["start text-only-equal-compute-seed0"] < at["end noise-text-seed0"]
+    others = [e for e in events if "equal-compute" not in e]   # one worker: the rest ran one at a time
+    assert all(a.startswith("start") and b == "end" + a[5:] for a, b in zip(others[::2], others[1::2]))
+
+
+def test_a_follower_is_stopped_when_a_regime_it_waits_for_fails(monkeypatch, tmp_path):
+    log = fake_commands(monkeypatch, tmp_path, fail="noise-text-seed0", hang="text-only-equal-compute-seed0")
+    with pytest.raises(UserError, match="text-only-equal-compute-seed0"):
+        reproduce.run_jobs("smoke", tmp_path, [0], [], workers=2, quiet=True, analysis=False)
+    events = log.read_text()
+    assert "start text-only-equal-compute-seed0" in events and "end text-only-equal-compute-seed0" not in events
 
 
 def test_without_analysis_no_analysis_job_runs(monkeypatch, tmp_path):
@@ -56,6 +76,8 @@ def test_each_job_is_a_binding_curriculum_command():
     assert train[2:4] == ["binding.cli", "curriculum"] and train[-1] == "train.lr=1e-3"
     assert "--analyze" not in train and analyse == train[:-1] + ["--analyze", "train.lr=1e-3"]
     assert "--encoder-only" in reproduce._command("cpu", Path("o"), [], ("@encoder", 0))
+    assert "--follow" in reproduce._command("cpu", Path("o"), [], ("text-only-equal-compute", 0))
+    assert "--follow" not in train
 
 
 def fake_reproduce_folder(root, seeds, ood):
