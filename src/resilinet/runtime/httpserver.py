@@ -117,8 +117,11 @@ class HttpServer:
         async with server:
             await self._stop.wait()
             server.close()
-            for task in asyncio.all_tasks() - {asyncio.current_task()}:
+            connections = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in connections:
                 task.cancel()
+            # let each one close its socket before the loop goes away
+            await asyncio.gather(*connections, return_exceptions=True)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -148,6 +151,10 @@ class HttpServer:
                     return
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # the server is stopping. Return normally: on Python 3.11 asyncio's stream callback
+            # logs a cancelled connection task as an error ("Exception in callback ...").
             pass
         finally:
             try:
