@@ -5,8 +5,7 @@ in-process model, in the same run on the same inputs, and failover time.
 
 Rows: `in-process` calls `PartitionedModel` directly (one caller, torch threads as set);
 `router` calls the runtime's Python API (Ray actors, no HTTP) from C threads (`router-relay`: the
-same with `input_direct` off, the raw input relayed to the edge through the IoT process; `router-dense`:
-with `sparse_links` off, activations sent dense); `http` posts JSON
+same with `input_direct` off, the raw input relayed to the edge through the IoT process); `http` posts JSON
 and `http-bin` raw float32 (application/octet-stream) from C client *processes* (bodies encoded
 once, so client CPU stays small). Clients are started (processes forked and connected) before
 the clock starts; a row counts the requests answered inside its `--seconds` window. Every row
@@ -223,15 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--failovers", type=int, default=5, help="repeats per failover kind")
     ap.add_argument("--paths", default="router,http,http-bin",
-                    help="service rows to run: router, router-relay, router-dense, http, http-bin "
-                         "(in-process always runs)")
+                    help="service rows to run: router, router-relay, http, http-bin (in-process always runs)")
     ap.add_argument("--hop-deadline-s", type=float, default=0.5)
     ap.add_argument("--routes-in-flight", type=int, default=None,
                     help="merged batches on the chain at once (default: RuntimeConfig's)")
     args = ap.parse_args(argv)
-    unknown = set(args.paths.split(",")) - {"router", "router-relay", "router-dense", "http", "http-bin"}
+    unknown = set(args.paths.split(",")) - {"router", "router-relay", "http", "http-bin"}
     if unknown:
-        ap.error(f"--paths: unknown {sorted(unknown)}; choose from router, router-relay, router-dense, http, http-bin")
+        ap.error(f"--paths: unknown {sorted(unknown)}; choose from router, router-relay, http, http-bin")
 
     from resilinet.runtime.service import start_service, stop_service
     from resilinet.runtime.supervisor import RuntimeConfig
@@ -262,12 +260,6 @@ def main(argv: list[str] | None = None) -> int:
                             r = bench_router(router, x, b, c, args.seconds, cpu)
                         finally:
                             router.direct = direct
-                    elif path == "router-dense":  # RuntimeConfig(sparse_links=False): dense activations
-                        router.sparse = False
-                        try:
-                            r = bench_router(router, x, b, c, args.seconds, cpu)
-                        finally:
-                            router.sparse = rt_cfg.sparse_links
                     else:
                         r = bench_http(service.address, x, b, c, args.seconds, path == "http-bin", cpu)
                     rows.append({"path": path, "batch": b, "clients": c, **r})

@@ -77,9 +77,6 @@ def _add_runtime(p: argparse.ArgumentParser) -> None:
                    help="send the raw input to the edge through the IoT process, the physical path when the "
                         "service does not run beside the data source (default: the router sends it itself, "
                         "one transfer less; MLP only, where the IoT has no layers)")
-    p.add_argument("--dense-links", action="store_true",
-                   help="send activations between nodes as dense arrays (default: sparse-encoded when that is "
-                        "smaller, e.g. ReLU outputs; lossless)")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (e.g. 127.0.0.1:6379) whose machines carry the role "
                         "resources iot/edge/fog/cloud; default: start a local loopback cluster")
@@ -267,8 +264,7 @@ def _runtime_config(args: argparse.Namespace):
         raise UserError(f"--hop-deadline-s must be in (0, 60], got {args.hop_deadline_s}")
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port must be in 0..65535, got {args.port}")
-    return RuntimeConfig(hop_deadline_s=args.hop_deadline_s, input_direct=not args.relay_input,
-                         sparse_links=not args.dense_links)
+    return RuntimeConfig(hop_deadline_s=args.hop_deadline_s, input_direct=not args.relay_input)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -2,11 +2,9 @@
 
     actor = NodeProcess.options(resources={"fog": 1}).remote({"model": module}, threads=1)
     status_ref, *sent_refs = actor.forward.options(num_returns=1 + len(consumers)).remote(
-        "model", alive, batch_size, omit, sparse, *inputs)
-    # inputs: one per producer (priority order): a float32 numpy array [B, ...] or a SparseArray
-    #         (runtime/sparse.py), an ObjectRef to one (Ray resolves it before the call runs), or
-    #         None (dead for this request)
-    # sparse: send each output to a consumer node sparse-encoded when that is smaller (lossless)
+        "model", alive, batch_size, omit, *inputs)
+    # inputs: one per producer (priority order): a float32 numpy array [B, ...], an ObjectRef to
+    #         one (Ray resolves it before the call runs), or None (dead for this request)
     # alive:  {producer: 1.0 / 0.0}
     # status: {"node", "pid", "compute_ms"}  (tiny; the router reads it to learn the call succeeded)
     # sent:   one numpy array per consumer (topology.consumers order); the cloud sends logits [B, C]
@@ -34,7 +32,6 @@ import numpy as np
 import torch
 
 from .cluster import ray
-from .sparse import decode, encode
 
 
 # Several threads: Ray then runs calls in the order their inputs are ready, not the order they
@@ -50,17 +47,15 @@ class NodeProcess:
         self.served = 0  # requests (batches) this process answered
 
     @torch.no_grad()
-    def forward(self, key: str, alive: dict[str, float], batch_size: int, omit: tuple[str, ...], sparse: bool,
-                *inputs):
+    def forward(self, key: str, alive: dict[str, float], batch_size: int, omit: tuple[str, ...], *inputs):
         """omit: consumers the caller sends this node's output itself (a link that carries the
-        request's input unchanged); nothing is returned for them. sparse: encode what goes to
-        consumer nodes (not the logits). (Positional: Ray methods take no keyword-only arguments.)"""
+        request's input unchanged); nothing is returned for them. (Positional: Ray methods take
+        no keyword-only arguments.)"""
         t0 = time.perf_counter()
         node = self.modules[key]
-        tensors = [None if a is None else torch.from_numpy(np.asarray(decode(a))) for a in inputs]
+        tensors = [None if a is None else torch.from_numpy(np.asarray(a)) for a in inputs]
         sent = node(dict(zip(node.producers, tensors)), alive, batch_size=batch_size)
-        pack = encode if sparse and node.consumers else (lambda a: a)
-        outs = tuple(pack(sent[c].numpy()) for c in (node.consumers or ("logits",)) if c not in omit)
+        outs = tuple(sent[c].numpy() for c in (node.consumers or ("logits",)) if c not in omit)
         self.served += 1
         status = {"node": self.name, "pid": os.getpid(),
                   "compute_ms": 1e3 * (time.perf_counter() - t0)}

@@ -26,10 +26,6 @@ request (3 of the 21 MB a batch of 1024 examples moved). The edge then no longer
 IoT; the IoT never fails in the paper's model, and if its process does, the request is retried
 as before. `RuntimeConfig.input_direct=False` restores the relay through the IoT process.
 
-Activations travel sparse-encoded when that is smaller (`RuntimeConfig.sparse_links`, on by
-default; runtime/sparse.py): the MLP's links are ReLU outputs, mostly exact zeros, and Ray's cost
-of carrying an object grows with its bytes. The encoding is lossless, so answers are unchanged.
-
 Cross-request batching: every hop costs an actor call (ms), whatever the batch, so concurrent
 requests are merged: requests that arrive while `routes_in_flight` merged batches are on their
 way are concatenated (up to `batch_examples` examples) into the next one, and each gets its rows
@@ -48,7 +44,6 @@ import torch
 
 from ..models import PartitionedModel
 from .cluster import ray
-from .sparse import encode
 from .supervisor import RuntimeConfig, Supervisor
 
 
@@ -90,7 +85,6 @@ class Router:
         iot = model.nodes[self.topology.iot]
         # the IoT's consumers that the router sends the raw input itself (empty: the IoT relays it)
         self.direct = tuple(c for c in iot.consumers if iot.passes_input_to(c)) if self.cfg.input_direct else ()
-        self.sparse = self.cfg.sparse_links
         prior = np.asarray(torch.as_tensor(prior, dtype=torch.float64))
         self.prior = prior / prior.sum()
         self._rng = np.random.default_rng(seed)
@@ -196,8 +190,6 @@ class Router:
         topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
         b = x.shape[0]
         x_np = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        if self.sparse:
-            x_np = encode(x_np)   # stays dense unless that is smaller
         reason: dict[str, str] = {}
         calls: dict[str, _Call] = {}
         # 1. The whole graph at once, every node the supervisor reports up assumed to deliver.
@@ -266,8 +258,7 @@ class Router:
             inputs = [arg(p) for p in self.producers[name]]
             alive = {p: (1.0 if p in calls else 0.0) for p in self.producers[name]}
         consumers = tuple(c for c in self.consumers[name] or ("logits",) if c not in omit)
-        refs = handle.forward.options(num_returns=1 + len(consumers)).remote(self.key, alive, b, omit, self.sparse,
-                                                                             *inputs)
+        refs = handle.forward.options(num_returns=1 + len(consumers)).remote(self.key, alive, b, omit, *inputs)
         refs = refs if consumers else [refs]   # one return (vanilla's IoT, its only link omitted): a bare ref
         return _Call(handle, generation, refs, dict(zip(consumers, refs[1:])))
 

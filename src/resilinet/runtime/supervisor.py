@@ -38,8 +38,6 @@ class RuntimeConfig:
     routes_in_flight: int = 2        # merged batches travelling the chain at once
     input_direct: bool = True        # a link that carries the raw input unchanged (the MLP's IoT -> edge)
                                      # is sent by the router, not relayed through the IoT process (False)
-    sparse_links: bool = True        # activations between nodes (and the input) travel sparse-encoded when
-                                     # that is smaller (ReLU zeros; lossless, runtime/sparse.py)
 
 
 @dataclass

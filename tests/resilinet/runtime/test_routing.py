@@ -173,17 +173,3 @@ def test_the_raw_input_reaches_the_edge_from_the_router_or_through_the_iot_alike
         want = model(X, {n: 0.0 for n in dead})
         assert a.alive == b.alive and a.alive == {n: n not in dead for n in model.topology.failure_prone}
         assert torch.equal(a.logits, b.logits) and torch.allclose(a.logits, want, atol=1e-5, rtol=0), dead
-
-
-def test_sparse_and_dense_links_give_the_same_answers(deployments):
-    """Activations travel sparse-encoded by default (`sparse_links`); sent dense, every answer is
-    bit-identical (the encoding is lossless)."""
-    model, sparse = deployments["resilinet"]
-    dense = Router(model, torch.full((4,), 0.25), supervisor=sparse.supervisor, key="resilinet")
-    dense.sparse = False                # as with RuntimeConfig(sparse_links=False)
-    assert sparse.sparse
-    wait_all_up(sparse)
-    for dead in ([], ["f1"]):
-        with stopped(sparse, dead):
-            a, b = sparse.predict(X), dense.predict(X)
-        assert a.alive == b.alive and torch.equal(a.logits, b.logits), dead

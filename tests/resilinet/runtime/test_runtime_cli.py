@@ -45,11 +45,10 @@ def test_short_chaos_run_loses_no_request_and_nodes_come_back(tmp_path, capsys):
     assert code == (0 if report["verdict"]["ok"] else 1)
 
 
-def test_relay_input_and_dense_links_switch_their_option_off():
+def test_relay_input_switches_the_direct_input_off():
     from resilinet.cli import _runtime_config, build_parser
 
     def cfg(*extra):
         return _runtime_config(build_parser().parse_args(["serve", "--run", "x", *extra]))
 
     assert cfg().input_direct is True and cfg("--relay-input").input_direct is False
-    assert cfg().sparse_links is True and cfg("--dense-links").sparse_links is False
