@@ -32,6 +32,7 @@ class LongestRegime:
         self.waited_s = 0.0            # seconds spent waiting for the other regimes
         self._exact: int | None = None
         self._bound = 0
+        self._announced = False
         self.refresh()
 
     def _progress(self, name: str) -> tuple[int, bool]:
@@ -81,10 +82,11 @@ class LongestRegime:
             self._wait()
         return self._exact is not None and step >= self._exact
 
-    def _announce(self) -> None:
-        if not self.quiet:
-            print(f"equal-compute control: waiting for the other regimes of {self.seed_dir} "
-                  f"(longest so far {self._bound} steps)", file=sys.stderr)
+    def _announce(self) -> None:   # once: the control catches up with the others many times
+        if not self.quiet and not self._announced:
+            print(f"equal-compute control: waiting for the other regimes of {self.seed_dir} whenever it "
+                  f"catches up with them (longest so far {self._bound} steps)", file=sys.stderr)
+        self._announced = True
 
     def _wait(self) -> None:
         t0 = time.perf_counter()

@@ -9,9 +9,9 @@ beside the workers, trains up to the other regimes' progress and waits there unt
 one's total is known (`--follow`, binding/longest.py), so it trains alongside them instead of
 alone at the end. Each regime's mechanism analysis is a job of its own, run once the regime is
 trained, on a worker the training leaves idle (`binding curriculum --analyze`). Regimes that
-share a prefix share its stage folders, so the text stage is trained once per seed. The embedded encoder is
-pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are kept and an
-interrupted one continues from its checkpoint. Writes
+share a prefix share its stage folders, so the text stage is trained once per seed. The embedded
+encoder is pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are
+kept and an interrupted one continues from its checkpoint. Writes
 
     OUT/table.json     one entry per regime: regime, seeds, id_accuracy_mean, ood_accuracy_mean,
                        ood_accuracy_sd (over seeds), accuracy_by_n_mean, run_dirs
