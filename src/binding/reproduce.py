@@ -165,7 +165,7 @@ def summarize_seed_dirs(seed_dirs: list[Path]) -> list[dict]:
             "ood_accuracy_by_seed": {str(r["seed"]): r["ood_accuracy"] for r in runs},
             "accuracy_by_n_mean": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[0] for n in ns},
             "total_steps_mean": mean_sd([r["total_steps"] for r in runs])[0],
-            # a fixed-length stage (tag "text+3600") has no threshold to miss
+            # a fixed-length stage (tag "text+3600" or "text+longest") has no threshold to miss
             "stages": [[(st["stage"], st["steps"], st["reached_threshold"] or "+" in st["stage"]) for st in r["stages"]]
                        for r in runs],
             "id_range": runs[0]["id_range"], "ood_range": runs[0]["ood_range"],
