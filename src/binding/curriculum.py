@@ -248,9 +248,9 @@ def run_stage(cfg: BindingConfig, cur: CurriculumConfig, stage: Stage, stage_dir
             raise UserError(f"{stage_dir} holds a stage with other settings; use another --out")
     if (stage_dir / "results.json").exists():
         res = read_json(stage_dir / "results.json")
-        if matched and res["steps"] != max(1, longest.total() - offset):
+        if matched and res["steps"] != (want := max(1, longest.total() - offset)):
             raise UserError(f"{stage_dir} holds an equal-compute stage of {res['steps']} steps, but the longest "
-                            f"other regime now needs {max(1, longest.total() - offset)}; use another --out")
+                            f"other regime now needs {want}; use another --out")
         return res
     device = resolve_device(tc.device)
     if tc.threads:
@@ -415,9 +415,7 @@ def run_regime(name: str, cfg: BindingConfig, cur: CurriculumConfig, out: str | 
     if needs_images(stages):
         cur = ensure_encoder(cur, out / "encoder", quiet=quiet)
     parent, summary, rows, offset = None, [], [], 0
-    stage_dir = seed_dir
-    for i, stage in enumerate(stages):
-        stage_dir = stage_dir / stage.tag
+    for i, (stage, stage_dir) in enumerate(zip(stages, stage_dirs(seed_dir, stages))):
         if i == 0 and stage.mode == "text":
             res = train(cfg, stage_dir, seed, quiet=True)      # the text stage is exactly `binding train`
         else:
