@@ -40,6 +40,11 @@ class TrainConfig:
         "help": "share of training queries that ask for the query colour's shape (colour -> shape, "
                 "marked by [CTX_END] in the [QUE] slot), a training aid: the first hop as a task of "
                 "its own at the output, without saying where in the network it is done"})
+    queries_per_example: int = field(default=1, metadata={
+        "help": "a training aid for `binding train`: each training example asks up to this many "
+                "distinct colours of its context, one `[QUE] colour` after another, each answered "
+                "at its own position (more answer signal per sequence; no answer is shown, so it "
+                "does not say how to answer). Evaluation always asks one"})
     aids_off_at_threshold: bool = field(default=True, metadata={
         "help": "switch the training aids (hop and previous-token losses, one-hop and first-hop "
                 "queries) off once the threshold holds "
@@ -59,6 +64,8 @@ class TrainConfig:
                 raise UserError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         if not (0.0 <= self.one_hop_fraction <= 1.0 and 0.0 <= self.first_hop_fraction <= 1.0):
             raise UserError("train.one_hop_fraction and train.first_hop_fraction must be in [0, 1]")
+        if self.queries_per_example < 1:
+            raise UserError(f"train.queries_per_example must be >= 1, got {self.queries_per_example}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
         for weight, layer, name in ((self.hop_loss_weight, self.hop_loss_layer, "hop_loss_layer"),
@@ -78,9 +85,11 @@ class BindingConfig:
         self.task.validate()
         self.model.validate()
         self.train.validate(self.model.n_layers)
-        longest = 4 * self.task.max_n + 4
+        longest = max(4 * self.task.max_n + 4, 4 * self.task.train_n[1] + 2 + 2 * self.train.queries_per_example)
         if longest > self.model.max_len:
-            raise UserError(f"N={self.task.max_n} needs {longest} positions but model.max_len={self.model.max_len}")
+            raise UserError(f"the longest sequence (N={self.task.max_n}, train.queries_per_example="
+                            f"{self.train.queries_per_example}) needs {longest} positions but "
+                            f"model.max_len={self.model.max_len}")
         return self
 
 

@@ -107,6 +107,9 @@ class CurriculumConfig:
             raise UserError("curriculum.stage_min_lr_ratio must be in (0, 1] and stage_decay_steps >= 0")
         if not 0.0 <= self.mix_image_fraction <= 1.0 or not 0.0 <= self.grounding_fraction <= 1.0:
             raise UserError("curriculum.mix_image_fraction and grounding_fraction must be in [0, 1]")
+        if cfg.train.queries_per_example != 1:
+            raise UserError("train.queries_per_example applies to `binding train` only; "
+                            "curricula ask one query per example")
         if cfg.task.train_n[1] > self.render.max_objects:
             raise UserError(f"train N up to {cfg.task.train_n[1]} does not fit {self.render.max_objects} image cells")
         longest = 1 + max(self.noise_fill_to or self.render.n_tokens, 2 * cfg.task.train_n[1]) + 2 + 2 * cfg.task.train_n[1] + 2

@@ -273,6 +273,41 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
     return _collate(parts)
 
 
+def more_queries(batch: Batch, cfg: TaskConfig, k: int, rng: np.random.Generator
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Ask up to k distinct colours of each example's context instead of one (a training aid).
+
+    The example's own query stays where it is; up to k - 1 more follow it, each `[QUE] colour`,
+    other objects of the same context in random order (never more queries than objects). Every
+    query is answered at its own position, and no answer appears in the sequence, so a later query
+    learns nothing from an earlier one: the aid adds answer signal per sequence without saying how
+    to answer. Returns tokens [B, T'], query positions [B, K] and answer token ids [B, K], K =
+    min(k, the batch's largest N) (-100 where an example has fewer than K objects).
+    """
+    b, nmax = batch.colors.shape
+    k = min(k, nmax)
+    n = batch.n.numpy()
+    rows = np.arange(b)
+    keys = np.where(np.arange(nmax)[None, :] < n[:, None], rng.random((b, nmax)), np.inf)
+    keys[rows, batch.query_slot.numpy()] = np.inf                 # the example's own query
+    slots = np.argsort(keys, axis=1)[:, :k - 1]                   # [B, k-1] other objects, shuffled
+    asked = np.arange(k - 1)[None, :] < (n - 1)[:, None]          # at most n queries per example
+    voc = Vocab.of(cfg)
+    tokens = np.full((b, seq_len(nmax) + 2 * (k - 1)), PAD, dtype=np.int64)
+    tokens[:, :seq_len(nmax)] = batch.tokens.numpy()
+    que = 4 + 4 * n[:, None] + 2 * np.arange(k - 1)[None, :]      # [B, k-1] where each [QUE] goes
+    rr, jj = np.nonzero(asked)
+    tokens[rr, que[rr, jj]] = QUE
+    tokens[rr, que[rr, jj] + 1] = voc.color0 + batch.colors.numpy()[rr, slots[rr, jj]]
+    items = batch.items.numpy()
+    answers = np.where(asked, voc.item0 + items[rows[:, None], slots], -100)
+    positions = np.where(asked, que + 1, 0)
+    width = int((tokens != PAD).sum(axis=1).max())                # rows are right-padded
+    return (torch.from_numpy(tokens[:, :width]),
+            torch.cat([batch.query_pos[:, None], torch.from_numpy(positions)], dim=1),
+            torch.cat([batch.answer[:, None], torch.from_numpy(answers)], dim=1))
+
+
 def _collate(parts: list[dict[str, np.ndarray]]) -> Batch:
     width = max(p["colors"].shape[1] for p in parts)          # widest part, before trimming
     out: dict[str, list[np.ndarray]] = {}

@@ -29,9 +29,10 @@ from .hooks import run_with_cache
 from .model import Transformer
 from .plots import plot_accuracy_by_n
 from .step_loop import StepLoop, new_state
-from .task import PAD, Batch, Vocab, sample_batch
+from .task import PAD, Batch, Vocab, more_queries, sample_batch
 
 CHECKPOINT = "checkpoint"
+QUERY_STREAM = 3   # the extra queries' own draw: runs without them keep their data
 
 
 def resolve_device(name: str) -> str:
@@ -94,15 +95,31 @@ def aid_losses(model: Transformer, cache: dict[str, torch.Tensor], tc, qpos: tor
     return total, stats
 
 
-def losses(model: Transformer, batch: Batch, tc, aids_on: bool, device: str
+def losses(model: Transformer, batch: Batch, tc, aids_on: bool, device: str,
+           queries: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
            ) -> tuple[torch.Tensor, dict[str, float]]:
-    """Answer-token cross-entropy, plus the training aids while they are on (`aid_losses`)."""
-    tokens, qpos = batch.tokens.to(device), batch.query_pos.to(device)
-    logits, cache = run_with_cache(model, aid_hook_names(tc, aids_on), tokens, positions=qpos, detach=False)
-    answer_loss = F.cross_entropy(logits, batch.answer.to(device))                # logits [B, V]
-    stats = {"loss": answer_loss.item(), "train_acc": (logits.argmax(-1).cpu() == batch.answer).float().mean().item()}
+    """Answer-token cross-entropy, plus the training aids while they are on (`aid_losses`).
+
+    queries: (tokens, positions [B, K], answers [B, K]) from `more_queries`, asking K queries of
+    each example instead of one; -100 answers carry no loss. None = the batch as it is."""
+    if queries is None:
+        tokens, qpos, answer = batch.tokens, batch.query_pos[:, None], batch.answer[:, None]
+    else:
+        tokens, qpos, answer = queries
+    tokens, qpos, answer = tokens.to(device), qpos.to(device), answer.to(device)
+    positions = qpos[:, 0] if qpos.shape[1] == 1 else None      # one query: read out only there
+    logits, cache = run_with_cache(model, aid_hook_names(tc, aids_on), tokens, positions=positions, detach=False)
+    if positions is None:
+        logits = logits[torch.arange(len(qpos), device=device)[:, None], qpos]    # [B, K, V]
+    else:
+        logits = logits[:, None]                                                   # [B, 1, V]
+    answer_loss = F.cross_entropy(logits.flatten(0, 1), answer.flatten(), ignore_index=-100)
+    asked = answer != -100
+    hits = (logits.argmax(-1) == answer) & asked
+    stats = {"loss": answer_loss.item(), "train_acc": (hits.sum() / asked.sum()).item()}
     prev_target = tokens[:, :-1].masked_fill(tokens[:, 1:] == PAD, -100)            # ignore padding
-    total, aux_stats = aid_losses(model, cache, tc, qpos, batch.hop_target.to(device), prev_target, answer_loss)
+    total, aux_stats = aid_losses(model, cache, tc, qpos[:, 0], batch.hop_target.to(device), prev_target,
+                                  answer_loss)
     return total, stats | aux_stats
 
 
@@ -188,9 +205,12 @@ def train(cfg: BindingConfig, run_dir: str | Path, seed: int, quiet: bool = Fals
         batch = sample_batch(cfg.task, tc.batch_size, step_rng(seed, step),
                              one_hop_fraction=tc.one_hop_fraction if aids_on else 0.0,
                              first_hop_fraction=tc.first_hop_fraction if aids_on else 0.0)
+        queries = None
+        if aids_on and tc.queries_per_example > 1:
+            queries = more_queries(batch, cfg.task, tc.queries_per_example, step_rng(seed, step, QUERY_STREAM))
         for group in opt.param_groups:
             group["lr"] = lr_at(step, tc)
-        loss, stats = losses(model, batch, tc, aids_on, device)
+        loss, stats = losses(model, batch, tc, aids_on, device, queries)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if tc.grad_clip:

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from binding.task import (BOS, CTX_END, PAD, QUE, TaskConfig, Vocab, describe, is_heldout,
-                          sample_batch, seq_len)
+                          more_queries, sample_batch, seq_len)
 from lab.errors import UserError
 
 CFG = TaskConfig(n_colors=40, n_shapes=40, n_items=24, train_n=(2, 8), id_n=(2, 8), ood_n=(9, 24)).validate()
@@ -138,3 +138,30 @@ def test_evaluate_first_hop_asks_held_out_colour_to_shape_questions():
     fh = evaluate(first_hop_oracle, small, 64, seed=0, first_hop=True)
     assert fh["queries"] == "first-hop" and fh["id_accuracy"] == fh["ood_accuracy"] == 1.0
     assert evaluate(first_hop_oracle, small, 64, seed=0)["id_accuracy"] == 0.0   # two-hop answers are items
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31), k=st.integers(2, 10))
+def test_more_queries_ask_distinct_colours_of_the_context_and_show_no_answer(seed, k):
+    """The several-queries aid: the example stays as drawn, then `[QUE] colour` pairs follow, one
+    per other object (at most k queries in all); each is answered by the two hops at its own
+    position, and no item appears after the associations."""
+    voc = Vocab.of(CFG)
+    batch = sample_batch(CFG, 16, np.random.default_rng(seed))
+    tokens, positions, answers = more_queries(batch, CFG, k, np.random.default_rng(seed + 1))
+    assert positions.shape == answers.shape == (16, min(k, int(batch.n.max())))
+    for i in range(len(batch)):
+        n = int(batch.n[i])
+        row = tokens[i].tolist()
+        assert row[:seq_len(n)] == batch.tokens[i, :seq_len(n)].tolist()      # the example as drawn
+        asked = int((answers[i] != -100).sum())
+        assert asked == min(k, n)
+        end = seq_len(n) + 2 * (asked - 1)
+        assert all(t == PAD for t in row[end:])
+        assert row[seq_len(n):end:2] == [QUE] * (asked - 1)
+        assert not any(voc.item0 <= t for t in row[3 + 4 * n:end])             # no answer shown
+        colours = [row[int(p)] for p in positions[i, :asked]]
+        assert len(set(colours)) == asked and all(voc.color0 <= c < voc.shape0 for c in colours)
+        for p, a in zip(positions[i, :asked].tolist(), answers[i, :asked].tolist()):
+            # the question ending at p, read like a person: the same answer as the model is taught
+            assert solve_by_brute_force(row[:seq_len(n) - 1] + [row[p]], voc) == a

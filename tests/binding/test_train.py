@@ -131,3 +131,35 @@ def test_init_from_starts_from_another_runs_final_weights(tmp_path):
     with pytest.raises(UserError, match="does not fit"):
         train(apply_overrides(SMOKE, ["model.d_model=64", f"train.init_from={tmp_path / 'a'}"]), tmp_path / "d",
               seed=0, quiet=True)
+
+
+def test_several_queries_per_example_train_on_every_answer(tmp_path):
+    """train.queries_per_example: one query is the plain loss exactly; more add every answer to it;
+    the run trains and reports on the paper's one-query task."""
+    import numpy as np
+    import torch
+
+    from binding.task import more_queries, sample_batch
+    from binding.train import build_model, losses
+
+    model = build_model(SMOKE)
+    batch = sample_batch(SMOKE.task, 16, np.random.default_rng(0))
+    plain, _ = losses(model, batch, SMOKE.train, False, "cpu")
+    one = (batch.tokens, batch.query_pos[:, None], batch.answer[:, None])
+    assert torch.equal(losses(model, batch, SMOKE.train, False, "cpu", one)[0], plain)
+    tokens, positions, answers = more_queries(batch, SMOKE.task, 3, np.random.default_rng(1))
+    several, stats = losses(model, batch, SMOKE.train, False, "cpu", (tokens, positions, answers))
+    logits = model(tokens)                                                       # [B, T, V]
+    asked = answers != -100
+    picked = logits[torch.arange(16)[:, None].expand(-1, 3)[asked], positions[asked]]
+    assert torch.allclose(several, torch.nn.functional.cross_entropy(picked, answers[asked]))
+    cfg = apply_overrides(SMOKE, ["train.queries_per_example=3", "train.max_steps=20"])
+    results = train(cfg, tmp_path / "run", seed=0, quiet=True)
+    assert results["steps"] == 20 and "id_accuracy" in results
+
+
+def test_several_queries_must_fit_the_model(tmp_path):
+    cfg = apply_overrides(SMOKE, ["train.queries_per_example=20"])
+    with pytest.raises(UserError, match="train.queries_per_example=20"):
+        train(cfg, tmp_path / "run", seed=0, quiet=True)
+    assert not (tmp_path / "run").exists()
