@@ -85,7 +85,8 @@ class BindingConfig:
         self.task.validate()
         self.model.validate()
         self.train.validate(self.model.n_layers)
-        longest = max(4 * self.task.max_n + 4, 4 * self.task.train_n[1] + 2 + 2 * self.train.queries_per_example)
+        hi = self.task.train_n[1]   # a training example asks at most N queries
+        longest = max(4 * self.task.max_n + 4, 4 * hi + 2 + 2 * min(hi, self.train.queries_per_example))
         if longest > self.model.max_len:
             raise UserError(f"the longest sequence (N={self.task.max_n}, train.queries_per_example="
                             f"{self.train.queries_per_example}) needs {longest} positions but "

@@ -159,7 +159,10 @@ def test_several_queries_per_example_train_on_every_answer(tmp_path):
 
 
 def test_several_queries_must_fit_the_model(tmp_path):
-    cfg = apply_overrides(SMOKE, ["train.queries_per_example=20"])
-    with pytest.raises(UserError, match="train.queries_per_example=20"):
+    # smoke trains N 2..4: 4 queries make 26 tokens, more than the 24 of the longest test example
+    fits = apply_overrides(SMOKE, ["task.ood_n=5,5", "model.max_len=24", "train.queries_per_example=3"])
+    assert fits.validate().train.queries_per_example == 3
+    cfg = apply_overrides(fits, ["train.queries_per_example=4"])
+    with pytest.raises(UserError, match="train.queries_per_example=4.*needs 26 positions"):
         train(cfg, tmp_path / "run", seed=0, quiet=True)
     assert not (tmp_path / "run").exists()
