@@ -148,7 +148,7 @@ def test_several_queries_per_example_train_on_every_answer(tmp_path):
     one = (batch.tokens, batch.query_pos[:, None], batch.answer[:, None])
     assert torch.equal(losses(model, batch, SMOKE.train, False, "cpu", one)[0], plain)
     tokens, positions, answers = more_queries(batch, SMOKE.task, 3, np.random.default_rng(1))
-    several, stats = losses(model, batch, SMOKE.train, False, "cpu", (tokens, positions, answers))
+    several, _ = losses(model, batch, SMOKE.train, False, "cpu", (tokens, positions, answers))
     logits = model(tokens)                                                       # [B, T, V]
     asked = answers != -100
     picked = logits[torch.arange(16)[:, None].expand(-1, 3)[asked], positions[asked]]
