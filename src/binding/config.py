@@ -46,8 +46,8 @@ class TrainConfig:
                 "at its own position (more answer signal per sequence; no answer is shown, so it "
                 "does not say how to answer). Evaluation always asks one"})
     aids_off_at_threshold: bool = field(default=True, metadata={
-        "help": "switch the training aids (hop and previous-token losses, one-hop and first-hop "
-                "queries) off once the threshold holds "
+        "help": "switch the training aids (hop and previous-token losses, one-hop, first-hop and "
+                "extra queries) off once the threshold holds "
                 "(extra_steps then train on the paper's task alone)"})
     init_from: str = field(default="", metadata={
         "help": "start from this run directory's final weights (model only, fresh optimizer and "
