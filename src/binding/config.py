@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from lab.errors import UserError
 
 from .model import ModelConfig
-from .task import TaskConfig
+from .task import TaskConfig, seq_len
 
 
 @dataclass(frozen=True)
@@ -85,8 +85,8 @@ class BindingConfig:
         self.task.validate()
         self.model.validate()
         self.train.validate(self.model.n_layers)
-        hi = self.task.train_n[1]   # a training example asks at most N queries
-        longest = max(4 * self.task.max_n + 4, 4 * hi + 2 + 2 * min(hi, self.train.queries_per_example))
+        hi = self.task.train_n[1]   # a training example asks at most N queries, 2 tokens each after its own
+        longest = max(seq_len(self.task.max_n), seq_len(hi) + 2 * (min(hi, self.train.queries_per_example) - 1))
         if longest > self.model.max_len:
             raise UserError(f"the longest sequence (N={self.task.max_n}, train.queries_per_example="
                             f"{self.train.queries_per_example}) needs {longest} positions but "

@@ -295,7 +295,7 @@ def more_queries(batch: Batch, cfg: TaskConfig, k: int, rng: np.random.Generator
     voc = Vocab.of(cfg)
     tokens = np.full((b, seq_len(nmax) + 2 * (k - 1)), PAD, dtype=np.int64)
     tokens[:, :seq_len(nmax)] = batch.tokens.numpy()
-    que = 4 + 4 * n[:, None] + 2 * np.arange(k - 1)[None, :]      # [B, k-1] where each [QUE] goes
+    que = seq_len(n)[:, None] + 2 * np.arange(k - 1)[None, :]     # [B, k-1] where each [QUE] goes
     rr, jj = np.nonzero(asked)
     tokens[rr, que[rr, jj]] = QUE
     tokens[rr, que[rr, jj] + 1] = voc.color0 + batch.colors.numpy()[rr, slots[rr, jj]]
