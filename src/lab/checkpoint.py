@@ -1,5 +1,8 @@
 """Checkpoints: `NAME.safetensors` (tensors) + `NAME.json` (everything else), never pickle.
 
+A training checkpoint (`save_training_state`) holds each module under its prefix ("model.",
+"best.", "image.") and the optimizer under "optim."; `module_state` reads one module back.
+
 Both files are written atomically; the JSON sidecar is written last and records the SHA-256 of
 the tensor file, so a checkpoint whose two halves do not belong together (a crash between the two
 renames) is detected on load instead of silently mixing states.
@@ -73,3 +76,30 @@ def optimizer_from_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.
     for pid, st in meta["state"].items():
         state[int(pid)] = {k: (tensors[f"optim.{pid}.{k}"] if v == "tensor" else v) for k, v in st.items()}
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_training_state(stem: str | Path, modules: dict[str, torch.nn.Module], optimizer: torch.optim.Optimizer,
+                        meta: dict[str, Any]) -> None:
+    """A resumable checkpoint: each module's state under `PREFIX.` (e.g. "model.", "best."), the
+    optimizer's under "optim.", and `meta` (loop state, configs) in the sidecar."""
+    opt_tensors, opt_meta = optimizer_to_tensors(optimizer)
+    tensors = dict(opt_tensors)
+    for prefix, module in modules.items():
+        tensors |= {f"{prefix}.{k}": v for k, v in module.state_dict().items()}
+    save_checkpoint(stem, tensors, {**meta, "optimizer": opt_meta})
+
+
+def restore_training_state(stem: str | Path, modules: dict[str, torch.nn.Module],
+                           optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load what `save_training_state` wrote into the modules and the optimizer; returns the meta."""
+    tensors, meta = load_checkpoint(stem)
+    for prefix, module in modules.items():
+        module.load_state_dict(module_state(tensors, prefix))
+    optimizer_from_tensors(optimizer, tensors, meta["optimizer"])
+    return meta
+
+
+def module_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """The state dict saved under `prefix` (e.g. "model") in a checkpoint's tensors."""
+    n = len(prefix) + 1
+    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}

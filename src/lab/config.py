@@ -83,30 +83,41 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
 
 
 def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
-    """Return a copy of `cfg` with `a.b=value` overrides applied (types checked)."""
+    """Return a copy of `cfg` with `a.b=value` overrides applied (types checked; a later override
+    of the same field wins). Each dataclass touched is rebuilt once, with all of its changes, so a
+    config that validates itself on construction never sees a half-applied state."""
+    changes: dict = {}
     for item in overrides:
         if "=" not in item:
             raise UserError(f"override {item!r} is not of the form section.field=value")
         key, text = item.split("=", 1)
-        path = key.strip().split(".")
-        cfg = _set(cfg, path, text.strip(), key)
-    return cfg
+        _record(cfg, key.strip().split("."), text.strip(), key, changes)
+    return _rebuild(cfg, changes)
 
 
-def _set(obj: Any, path: list[str], text: str, key: str) -> Any:
+def _record(obj: Any, path: list[str], text: str, key: str, changes: dict) -> None:
+    """Parse one override into `changes` (nested {field: value or {subfield: ...}})."""
     fields = {f.name: f for f in dataclasses.fields(obj)}
     head = path[0]
     if head not in fields:
         raise UserError(f"unknown config field {key!r}; {type(obj).__name__} has: {sorted(fields)}")
-    hints = typing.get_type_hints(type(obj))
     current = getattr(obj, head)
     if len(path) > 1:
         if not dataclasses.is_dataclass(current):
             raise UserError(f"unknown config field {key!r}: {head} is not a section")
-        return dataclasses.replace(obj, **{head: _set(current, path[1:], text, key)})
+        _record(current, path[1:], text, key, changes.setdefault(head, {}))
+        return
     if dataclasses.is_dataclass(current):
         raise UserError(f"{key!r} is a section; set one of its fields, e.g. {key}.<field>=...")
-    return dataclasses.replace(obj, **{head: parse_value(text, hints[head], key)})
+    changes[head] = parse_value(text, typing.get_type_hints(type(obj))[head], key)
+
+
+def _rebuild(obj: Any, changes: dict) -> Any:
+    if not changes:
+        return obj
+    return dataclasses.replace(obj, **{name: _rebuild(getattr(obj, name), v) if isinstance(v, dict)
+                                       and dataclasses.is_dataclass(getattr(obj, name)) else v
+                                       for name, v in changes.items()})
 
 
 def describe(cls_or_obj: Any, prefix: str = "") -> list[tuple[str, str, str]]:
