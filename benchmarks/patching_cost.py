@@ -19,7 +19,7 @@ import torch
 
 from binding.interp.counterfactual import OUTCOMES, make_pairs
 from binding.interp.interventions import naive_sweep, sweep
-from binding.train import load_trained
+from binding.run import load_trained
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 from lab.report import md_table

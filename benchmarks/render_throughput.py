@@ -20,9 +20,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from binding.encoders import (EncoderConfig, ShapeCNN, ShapeViT, VisualFrontend,  # noqa: E402
+from binding.images.encoders import (EncoderConfig, ShapeCNN, ShapeViT, VisualFrontend,  # noqa: E402
                               build_visual_frontend, default_arch, load_encoder)
-from binding.render import RenderConfig, Renderer, palette_rgb, random_objects, shape_programs  # noqa: E402
+from binding.images.render import RenderConfig, Renderer, palette_rgb, random_objects, shape_programs  # noqa: E402
 from lab.io import atomic_write_json  # noqa: E402
 from lab.report import md_table  # noqa: E402
 from timing import best_of  # noqa: E402

@@ -3,7 +3,7 @@
     binding sample   --preset cpu --n 4 --count 3          print examples in words
     binding train    --preset cpu --out runs/t0 --seed 0   train (resumes if interrupted)
     binding evaluate --run runs/t0 --out eval.json         per-N accuracy on fresh samples
-    binding config   --preset cpu                          list every field (run and curriculum) and its value
+    binding config   --preset cpu                          list every config field, its value and meaning
     binding render-samples --out samples.png               a PNG grid of rendered image contexts
     binding pretrain-encoder --kind cnn --out runs/enc     pretrain a small frozen visual encoder
     binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
@@ -13,7 +13,8 @@
     binding compare-pretrained --llm DIR --vlm DIR --out D  the same intervention on Hugging Face LLM vs VLM
 
 Any config field can be overridden after the flags: `binding train --preset cpu --out runs/x
-model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`.
+model.pos_encoding=nope train.lr=1e-3 task.ood_n=9,16`, `binding curriculum ...
+curriculum.stage_lr=5e-4`, `binding analyze ... analyze.knockout_samples=500`.
 """
 from __future__ import annotations
 
@@ -23,22 +24,30 @@ import sys
 from pathlib import Path
 
 from lab import config as cfglib
+from lab.device import set_threads
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 
-from .config import PRESETS, BindingConfig, preset
+from .config import PRESETS, BindingConfig, make_config
 
 OVERRIDE_HELP = "config overrides as section.field=value (see `binding config`)"
+REGIMES_HELP = "text-only | noise-text | image-text | noise-image-text | mixed-from-start | text-only-equal-compute"
 
 
 def _config(args: argparse.Namespace) -> BindingConfig:
-    return cfglib.apply_overrides(preset(args.preset), args.overrides).validate()
+    return make_config(args.preset, args.overrides)
+
+
+def _only_section(overrides: list[str], section: str, command: str) -> None:
+    """Commands on a trained run take overrides of one section only (the run fixes the rest)."""
+    for item in overrides:
+        if not item.startswith(section + "."):
+            raise UserError(f"{item!r}: `binding {command}` takes {section}.* overrides only "
+                            f"(the run's own config fixes the rest)")
 
 
 def cmd_config(args: argparse.Namespace) -> None:
-    cfg, cur = _curriculum_configs(args)
-    rows = cfglib.describe(cfg) + cfglib.describe(cur, "curriculum.")
-    for key, value, doc in rows:
+    for key, value, doc in cfglib.describe(_config(args)):
         print(f"{key:40} {value:14} {doc}")
 
 
@@ -63,8 +72,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .evaluate import format_table
     from .train import train
 
-    cfg = _config(args)
-    results = train(cfg, args.out, args.seed, quiet=args.quiet)
+    results = train(_config(args), args.out, args.seed, quiet=args.quiet)
     print(format_table(results))
     print(f"steps {results['steps']}  threshold reached at {results['threshold_step']}  "
           f"train time {results['train_seconds']} s  -> {Path(args.out) / 'results.json'}")
@@ -74,12 +82,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate, format_table, token_predictor
-    from .train import load_trained
+    from .run import load_trained
 
+    _only_section(args.overrides, "task", "evaluate")
     model, cfg, seed = load_trained(args.run)
-    task = cfglib.apply_overrides(cfg, args.overrides).task.validate() if args.overrides else cfg.task
-    if 4 * task.max_n + 4 > cfg.model.max_len:
-        raise UserError(f"N={task.max_n} needs more positions than this model's max_len={cfg.model.max_len}")
+    task = cfglib.apply_overrides(cfg, args.overrides).task
     samples = args.samples or cfg.train.final_samples_per_n
     results = evaluate(token_predictor(model), task, samples, args.seed if args.seed is not None else seed,
                        first_hop=args.first_hop)
@@ -94,13 +101,13 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _render_config(overrides: list[str]):
-    from .render import RenderConfig
+    from .images.render import RenderConfig
 
-    return cfglib.apply_overrides(RenderConfig(), overrides).validate()
+    return cfglib.apply_overrides(RenderConfig(), overrides)
 
 
 def cmd_render_samples(args: argparse.Namespace) -> None:
-    from .render import save_sample_grid
+    from .images.render import save_sample_grid
 
     path = save_sample_grid(args.out, _render_config(args.overrides), n_images=args.count,
                             n_min=args.n_min, n_max=args.n_max, seed=args.seed)
@@ -108,33 +115,24 @@ def cmd_render_samples(args: argparse.Namespace) -> None:
 
 
 def cmd_pretrain_encoder(args: argparse.Namespace) -> None:
-    from .encoders import pretrain_encoder
+    from .images.pretrain import pretrain_encoder
 
     meta = pretrain_encoder(args.kind, _render_config(args.overrides), args.steps, args.out, seed=args.seed)
     print(json.dumps(meta.get("eval", {}), indent=2))
     print(f"-> {Path(args.out) / 'encoder.safetensors'}")
 
 
-def _curriculum_configs(args: argparse.Namespace):
-    from .curriculum import CURRICULUM_PRESETS, split_overrides
-
-    run_over, cur_over = split_overrides(args.overrides)
-    cfg = cfglib.apply_overrides(preset(args.preset), run_over).validate()
-    cur = cfglib.apply_overrides(CURRICULUM_PRESETS[args.preset](), cur_over).validate(cfg)
-    return cfg, cur
-
-
 def cmd_curriculum(args: argparse.Namespace) -> None:
     from .curriculum import ensure_encoder, regimes, run_regime
 
-    cfg, cur = _curriculum_configs(args)
+    cfg = _config(args).check_curriculum()
     if args.encoder_only:
-        cur = ensure_encoder(cur, Path(args.out) / "encoder", quiet=args.quiet)
+        cur = ensure_encoder(cfg, Path(args.out) / "encoder", quiet=args.quiet).curriculum
         print(f"encoder: {cur.encoder.path or cur.encoder.kind}")
         return
     if not args.regime:
-        raise UserError(f"--regime is required; choose one of {list(regimes(cur))}")
-    res = run_regime(args.regime, cfg, cur, args.out, args.seed, quiet=args.quiet, follow=args.follow)
+        raise UserError(f"--regime is required; choose one of {list(regimes(cfg.curriculum))}")
+    res = run_regime(args.regime, cfg, args.out, args.seed, quiet=args.quiet, follow=args.follow)
     for st in res["stages"]:
         print(f"{st['stage']:>10}: {st['steps']:5d} steps (threshold at {st['threshold_step']}), "
               f"text OOD after it {st['text_ood_accuracy']:.4f}  [{st['run_dir']}]")
@@ -142,7 +140,7 @@ def cmd_curriculum(args: argparse.Namespace) -> None:
           f"total steps {res['total_steps']}")
     if args.analyze:
         from .interp.compare import analyze_regime
-        mech = analyze_regime(Path(args.out) / f"seed{args.seed}" / args.regime, quiet=args.quiet)
+        mech = analyze_regime(Path(args.out) / f"seed{args.seed}" / args.regime, cfg.analyze, quiet=args.quiet)
         print(f"mechanism: peak layer {mech['peak_layer']}, symbolic/positional {mech['symbolic_positional_ratio']}")
 
 
@@ -158,28 +156,36 @@ def cmd_combine(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
 
-    _curriculum_configs(args)  # bad overrides fail here, not in every job
+    cfg = _config(args).check_curriculum()  # bad overrides fail here, not in every job
     if args.seeds is not None and args.seeds < 1:
         raise UserError("--seeds must be >= 1")
     if args.first_seed < 0:
         raise UserError("--first-seed must be >= 0")
     table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet,
-                      analysis=not args.no_analysis, first_seed=args.first_seed)
+                      analysis=not args.no_analysis, first_seed=args.first_seed, analyze=cfg.analyze)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
               f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy']})")
     print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
 
 
-def cmd_analyze(args: argparse.Namespace) -> None:
-    from .interp.analyze import AnalyzeConfig, analyze
+def _analyze_config(args: argparse.Namespace):
+    """The analyze section: its defaults, then analyze.* overrides, then the flags given."""
+    import dataclasses
 
-    n_range = cfglib.parse_value(args.n_range, tuple[int, int], "--n-range") if args.n_range else (0, 0)
-    acfg = AnalyzeConfig(n_pairs=args.pairs, seed=args.seed, n_range=n_range, point=args.point,
-                         position=args.position, probe_samples=args.probe_samples)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    _only_section(args.overrides, "analyze", "analyze")
+    acfg = cfglib.apply_overrides(BindingConfig(), args.overrides).analyze
+    n_range = cfglib.parse_value(args.n_range, tuple[int, int], "--n-range") if args.n_range else None
+    flags = {"n_pairs": args.pairs, "seed": args.seed, "point": args.point, "position": args.position,
+             "probe_samples": args.probe_samples, "n_range": n_range}
+    return dataclasses.replace(acfg, **{k: v for k, v in flags.items() if v is not None})
+
+
+def cmd_analyze(args: argparse.Namespace) -> None:
+    from .interp.analyze import analyze
+
+    acfg = _analyze_config(args)
+    set_threads(args.threads)
     res = analyze(args.run, args.out, acfg)
     peak = res["peak_layer"]
     p = res["proportions_by_layer"][peak]
@@ -190,22 +196,37 @@ def cmd_analyze(args: argparse.Namespace) -> None:
     print(f"-> {Path(args.out) / 'mechanism.json'}, {Path(args.out) / 'summary.md'}")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="binding", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def cmd_compare_pretrained(args: argparse.Namespace) -> None:
+    from .interp.pretrained import compare_pretrained, models_of
 
-    def with_preset(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
-                        help="named config: smoke (seconds), cpu (minutes on 2 cores), paper (GPU)")
-        sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=OVERRIDE_HELP)
+    r = compare_pretrained(args.llm, args.vlm, args.out, n_pairs=args.pairs, seed=args.seed,
+                           n_range=cfglib.parse_value(args.n_range, tuple[int, int], "--n-range"), n_words=args.words,
+                           batch_size=args.batch_size, only_correct=not args.all_pairs, device=args.device,
+                           dtype=args.dtype, trust_remote_code=args.trust_remote_code)
+    for name, m in models_of(r):
+        print(f"{name}: {m['model_path']}: {m['n_pairs']}/{m['n_pairs_generated']} pairs used, "
+              f"baseline accuracy {m['baseline_accuracy']}, peak layer {m['peak_layer']}, "
+              f"symbolic/positional {m['symbolic_positional_ratio']}")
+    print(f"wrote {Path(args.out) / 'pretrained.json'}, pretrained.md, pretrained.png")
 
-    sp = sub.add_parser("config", help="list every config field of a preset (run and curriculum)")
-    with_preset(sp)
+
+# ---------------------------------------------------------------------------------------------
+# The parser: one function per group of subcommands
+
+
+def _with_preset(sp: argparse.ArgumentParser, helptext: str = OVERRIDE_HELP) -> None:
+    sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS),
+                    help="named config: smoke (seconds), cpu (minutes on 2 cores), paper (GPU)")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=helptext)
+
+
+def _add_run_commands(sub) -> None:
+    sp = sub.add_parser("config", help="list every config field of a preset, its value and meaning")
+    _with_preset(sp)
     sp.set_defaults(func=cmd_config)
 
     sp = sub.add_parser("sample", help="print examples of the task in words")
-    with_preset(sp)
+    _with_preset(sp)
     sp.add_argument("--n", type=int, default=0, help="objects per example (default: the training range)")
     sp.add_argument("--count", type=int, default=3, help="how many examples")
     sp.add_argument("--seed", type=int, default=0)
@@ -213,14 +234,14 @@ def parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("train", help="train a model (resumes an interrupted run in --out)")
-    with_preset(sp)
+    _with_preset(sp)
     sp.add_argument("--out", required=True, help="run directory")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="accuracy per N on fresh samples for a trained run")
-    sp.add_argument("--run", required=True, help="run directory written by `binding train`")
+    sp.add_argument("--run", required=True, help="run directory written by `binding train` (or a stage folder)")
     sp.add_argument("--out", help="write results JSON here")
     sp.add_argument("--samples", type=int, default=0, help="samples per N (default: the run's final_samples_per_n)")
     sp.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
@@ -232,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
                     help="task overrides for evaluation, e.g. task.ood_n=9,16")
     sp.set_defaults(func=cmd_evaluate)
 
+
+def _add_image_commands(sub) -> None:
     render_help = "render overrides as field=value, e.g. canvas_px=64 cell_px=16 n_shapes=32"
     sp = sub.add_parser("render-samples", help="save a PNG grid of rendered image contexts")
     sp.add_argument("--out", required=True, help="PNG path")
@@ -249,11 +272,12 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=render_help)
     sp.set_defaults(func=cmd_pretrain_encoder)
-    cur_help = "overrides as section.field=value; curriculum.* fields set the curriculum (e.g. curriculum.stage_lr=5e-4)"
+
+
+def _add_curriculum_commands(sub) -> None:
     sp = sub.add_parser("curriculum", help="train one regime (text-only, noise-text, image-text, ...)")
-    sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help="run and curriculum preset")
-    sp.add_argument("--regime", help="text-only | noise-text | image-text | noise-image-text | mixed-from-start | "
-                                     "text-only-equal-compute")
+    _with_preset(sp)
+    sp.add_argument("--regime", help=REGIMES_HELP)
     sp.add_argument("--out", required=True, help="root folder; stages nest under OUT/seedS/ and are shared")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--quiet", action="store_true")
@@ -264,11 +288,10 @@ def parser() -> argparse.ArgumentParser:
                          "one's total once all have finished")
     sp.add_argument("--analyze", action="store_true",
                     help="then analyse the regime's final model (`binding analyze`) into OUT/seedS/REGIME/mechanism")
-    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
     sp.set_defaults(func=cmd_curriculum)
 
     sp = sub.add_parser("reproduce", help="train every regime, write table.json, report.md and a figure")
-    sp.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    _with_preset(sp)
     sp.add_argument("--out", required=True)
     sp.add_argument("--seeds", type=int, default=None, help="seeds per regime (default: the preset's; cpu 1)")
     sp.add_argument("--first-seed", type=int, default=0,
@@ -276,7 +299,6 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=2, help="jobs in parallel (one thread each)")
     sp.add_argument("--no-analysis", action="store_true", help="skip the mechanism analysis of every regime")
     sp.add_argument("--quiet", action="store_true")
-    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=cur_help)
     sp.set_defaults(func=cmd_reproduce)
 
     sp = sub.add_parser("combine", help="one table.json and report.md over the seeds of several reproduce folders")
@@ -284,22 +306,54 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("folders", nargs="+", metavar="FOLDER", help="`binding reproduce` output folders (distinct seeds)")
     sp.set_defaults(func=cmd_combine)
 
+
+def _add_analysis_commands(sub) -> None:
+    from .config import PATCH_POINTS, PATCH_POSITIONS
+
     sp = sub.add_parser("analyze", help="the mechanism of a trained model: interventions, knockout, probes")
     sp.add_argument("--run", required=True, help="a run or curriculum stage directory (config.json + checkpoint)")
     sp.add_argument("--out", required=True, help="folder for mechanism.json, figures and summary.md")
-    sp.add_argument("--pairs", type=int, default=1000, help="counterfactual pairs")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the pairs and samples")
+    sp.add_argument("--pairs", type=int, default=None, help="counterfactual pairs (analyze.n_pairs, default 1000)")
+    sp.add_argument("--seed", type=int, default=None, help="seed of the pairs and samples (analyze.seed, default 0)")
     sp.add_argument("--n-range", default="", help="N of the pairs and samples as LO,HI (default: the run's ID range)")
-    sp.add_argument("--point", default="resid_post", choices=["resid_post", "resid_pre", "attn_out", "mlp_out"],
-                    help="hook patched in every block")
-    sp.add_argument("--position", default="query", choices=["query", "que", "all"],
-                    help="where the counterfactual is patched in: the query token, the [QUE] token, or every token")
-    sp.add_argument("--probe-samples", type=int, default=4000, help="examples for the linear probes")
+    sp.add_argument("--point", default=None, choices=PATCH_POINTS, help="hook patched in every block (resid_post)")
+    sp.add_argument("--position", default=None, choices=PATCH_POSITIONS,
+                    help="where the counterfactual is patched in: the query token (default), the [QUE] token, "
+                         "or every token")
+    sp.add_argument("--probe-samples", type=int, default=None, help="examples for the linear probes (4000)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="analyze.* overrides, e.g. analyze.knockout_samples=500 (see `binding config`)")
     sp.set_defaults(func=cmd_analyze)
 
-    from .interp.pretrained import register as register_compare_pretrained
-    register_compare_pretrained(sub)
+    from .interp.pretrained import DTYPES
+
+    sp = sub.add_parser("compare-pretrained", help="interchange intervention on a pretrained LLM (and VLM)")
+    sp.add_argument("--llm", required=True, help="local Hugging Face causal LM folder")
+    sp.add_argument("--vlm", help="local vision-language model folder (its language backbone is used)")
+    sp.add_argument("--out", required=True, help="folder for pretrained.json, .md and .png")
+    sp.add_argument("--pairs", type=int, default=64, help="counterfactual pairs to generate")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--n-range", default="3,6", help="objects per example, LO,HI (LO >= 3)")
+    sp.add_argument("--words", type=int, default=20, help="colours, shapes and items to draw from (at most 32)")
+    sp.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    sp.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    sp.add_argument("--all-pairs", action="store_true",
+                    help="use every pair, not only those the model answers correctly (for debugging)")
+    sp.add_argument("--trust-remote-code", action="store_true",
+                    help="run model code shipped in the folder (e.g. InternLM3); off by default")
+    sp.set_defaults(func=cmd_compare_pretrained)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="binding", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(sub)
+    _add_image_commands(sub)
+    _add_curriculum_commands(sub)
+    _add_analysis_commands(sub)
     return p
 
 

@@ -50,6 +50,9 @@ class ModelConfig:
     init_std: float = field(default=0.02, metadata={
         "help": "normal init std of linear and embedding weights (0 = PyTorch's default inits)"})
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "ModelConfig":
         if min(self.n_layers, self.d_model, self.n_heads, self.d_ff) < 1:
             raise UserError("model.n_layers, d_model, n_heads and d_ff must all be >= 1")
@@ -126,7 +129,7 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     def __init__(self, cfg: ModelConfig, vocab_size: int):
         super().__init__()
-        self.cfg, self.vocab_size = cfg.validate(), vocab_size
+        self.cfg, self.vocab_size = cfg, vocab_size
         self.embed = nn.Embedding(vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.max_len, cfg.d_model) if cfg.pos_encoding == "learned" else None
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))

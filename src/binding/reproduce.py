@@ -246,7 +246,9 @@ def combine(folders: list[str | Path], out: str | Path) -> list[dict]:
 
 
 def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides: list[str] | None = None,
-              workers: int = 2, quiet: bool = False, analysis: bool = True, first_seed: int = 0) -> list[dict]:
+              workers: int = 2, quiet: bool = False, analysis: bool = True, first_seed: int = 0,
+              analyze=None) -> list[dict]:
+    """analyze: the AnalyzeConfig of the analysis jobs (the same overrides reach them)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(first_seed, first_seed + (seeds or SEEDS.get(preset, 1))))
@@ -258,6 +260,6 @@ def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides:
     mechanism = ""
     if analysis:
         from .interp.compare import analyze_regimes, report_section
-        mechanism = report_section(analyze_regimes(out, table, quiet=quiet))
+        mechanism = report_section(analyze_regimes(out, table, analyze, quiet=quiet))
     write_report(out, table, preset, wall_s, mechanism)
     return table

@@ -26,7 +26,8 @@ Token layout (positions are 0-based; the sequence has 4N + 4 tokens):
     3 + 2N + 2j  item of association j
     2 + 4N       [QUE]
     3 + 4N       query colour; the model predicts the answer item here
-Batches mix N and are right-padded with <pad>; causal attention means padding never reaches the
+`Layout` computes these positions (and those of the image and noise contexts); nothing else in
+the project repeats the formulas. Batches mix N and are right-padded with <pad>; causal attention means padding never reaches the
 query position.
 
 Train and evaluation examples are disjoint by construction: a hash of the token sequence puts a
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,6 +64,9 @@ class TaskConfig:
     ood_n: tuple[int, int] = field(default=(9, 32), metadata={"help": "out-of-distribution evaluation N range"})
     shuffle_associations: bool = field(default=True, metadata={"help": "associations in random order"})
     heldout_fraction: float = field(default=0.1, metadata={"help": "share of example space kept for evaluation only"})
+
+    def __post_init__(self) -> None:
+        self.validate()
 
     def validate(self) -> "TaskConfig":
         for name in ("n_colors", "n_shapes", "n_items"):
@@ -148,8 +153,71 @@ class Batch:
         return Batch(**{f.name: getattr(self, f.name)[idx] for f in dataclasses.fields(self)})
 
 
-def seq_len(n: int) -> int:
-    return 4 * n + 4
+@dataclass(frozen=True)
+class Layout:
+    """Where everything sits in an example with `n` objects (the token layout of the module
+    docstring), for a context of `context_len` tokens: 2N for the text context (the default), the
+    image's patch tokens or the noise-filled span for the other contexts (binding.images). `n` (and
+    `context_len`) may be ints or arrays of them, numpy or torch: every position is plain
+    arithmetic on them, so one Layout describes a whole batch.
+
+        lay = Layout(3)        # text, N = 3
+        lay.color(0), lay.shape(0), lay.ctx_end, lay.assoc_shape(0), lay.que, lay.query, lay.length
+        # 1, 2, 7, 8, 14, 15, 16
+    """
+    n: Any
+    context_len: Any = None
+
+    @property
+    def context(self) -> Any:
+        """Context tokens between <bos> and [CTX_END]."""
+        return 2 * self.n if self.context_len is None else self.context_len
+
+    def color(self, i: Any) -> Any:
+        """Position of object i's colour (text context)."""
+        return 1 + 2 * i
+
+    def shape(self, i: Any) -> Any:
+        """Position of object i's shape (text context)."""
+        return 2 + 2 * i
+
+    @property
+    def ctx_end(self) -> Any:
+        return 1 + self.context
+
+    @property
+    def assoc_start(self) -> Any:
+        """First token of the associations."""
+        return 2 + self.context
+
+    def assoc_shape(self, j: Any) -> Any:
+        return self.assoc_start + 2 * j
+
+    def assoc_item(self, j: Any) -> Any:
+        return self.assoc_start + 2 * j + 1
+
+    @property
+    def que(self) -> Any:
+        """The [QUE] marker (one past the associations)."""
+        return self.assoc_start + 2 * self.n
+
+    @property
+    def query(self) -> Any:
+        """The query colour: the model's answer is read out here."""
+        return self.que + 1
+
+    @property
+    def length(self) -> Any:
+        return self.query + 1
+
+    def length_with_queries(self, k: Any) -> Any:
+        """The length when k queries are asked, `[QUE] colour` after `[QUE] colour` (`more_queries`)."""
+        return self.length + 2 * (k - 1)
+
+
+def seq_len(n: Any) -> Any:
+    """Tokens in a text example with n objects (4N + 4)."""
+    return Layout(n).length
 
 
 def _distinct(rng: np.random.Generator, b: int, vocab: int, k: int) -> np.ndarray:
@@ -218,17 +286,18 @@ def encode(cfg: TaskConfig, n: np.ndarray, colors: np.ndarray, shapes: np.ndarra
     colors, shapes, items, order = (np.asarray(a)[:, :nmax] for a in (colors, shapes, items, order))
     tokens = np.full((b, seq_len(nmax)), PAD, dtype=np.int64)
     tokens[:, 0] = BOS
-    ctx_c, ctx_s = 1 + 2 * slot, 2 + 2 * slot                      # [1, Nmax] positions
+    lay = Layout(n)                                                # [B] positions
     rr, cc = np.nonzero(real)
-    tokens[rr, ctx_c[0, cc]] = voc.color0 + colors[rr, cc]
-    tokens[rr, ctx_s[0, cc]] = voc.shape0 + shapes[rr, cc]
-    tokens[np.arange(b), 1 + 2 * n] = CTX_END
+    tokens[rr, lay.color(cc)] = voc.color0 + colors[rr, cc]
+    tokens[rr, lay.shape(cc)] = voc.shape0 + shapes[rr, cc]
+    tokens[np.arange(b), lay.ctx_end] = CTX_END
     obj = order[rr, cc]                                            # association cc is about object obj
-    tokens[rr, 2 + 2 * n[rr] + 2 * cc] = voc.shape0 + shapes[rr, obj]
-    tokens[rr, 3 + 2 * n[rr] + 2 * cc] = voc.item0 + items[rr, obj]
+    row = Layout(n[rr])
+    tokens[rr, row.assoc_shape(cc)] = voc.shape0 + shapes[rr, obj]
+    tokens[rr, row.assoc_item(cc)] = voc.item0 + items[rr, obj]
     first_hop = np.zeros(b, dtype=bool) if first_hop is None else first_hop
-    tokens[np.arange(b), 2 + 4 * n] = np.where(first_hop, CTX_END, QUE)
-    query_pos = 3 + 4 * n
+    tokens[np.arange(b), lay.que] = np.where(first_hop, CTX_END, QUE)
+    query_pos = lay.query
     one_hop = np.zeros(b, dtype=bool) if one_hop is None else one_hop
     tokens[np.arange(b), query_pos] = np.where(one_hop, voc.shape0 + shapes[np.arange(b), query_slot],
                                                voc.color0 + colors[np.arange(b), query_slot])
@@ -270,7 +339,7 @@ def sample_batch(cfg: TaskConfig, batch_size: int, rng: np.random.Generator,
         idx = np.nonzero(keep)[0][:need]
         parts.append({k: v[idx] for k, v in ex.items()})
         need -= len(idx)
-    return _collate(parts)
+    return collate(parts)
 
 
 def more_queries(batch: Batch, cfg: TaskConfig, k: int, rng: np.random.Generator
@@ -308,7 +377,9 @@ def more_queries(batch: Batch, cfg: TaskConfig, k: int, rng: np.random.Generator
             torch.cat([batch.answer[:, None], torch.from_numpy(answers)], dim=1))
 
 
-def _collate(parts: list[dict[str, np.ndarray]]) -> Batch:
+def collate(parts: list[dict[str, np.ndarray]]) -> Batch:
+    """One Batch from parts of `encode` output (numpy fields), padded to the widest and trimmed to
+    the longest example."""
     width = max(p["colors"].shape[1] for p in parts)          # widest part, before trimming
     out: dict[str, list[np.ndarray]] = {}
     for p in parts:
@@ -328,13 +399,14 @@ def _collate(parts: list[dict[str, np.ndarray]]) -> Batch:
 def describe(batch: Batch, i: int, vocab: Vocab, prediction: int | None = None) -> str:
     """One example in words: the sequence, then the two hops of the answer (and a prediction)."""
     n = int(batch.n[i])
-    toks = batch.tokens[i, : seq_len(n)].tolist()
+    lay = Layout(n)
+    toks = batch.tokens[i, : lay.length].tolist()
     w = vocab.word
     q = int(batch.query_slot[i])
-    ctx = " ".join(f"[{w(toks[1 + 2 * k])} {w(toks[2 + 2 * k])}]" for k in range(n))
-    assoc = ", ".join(f"{w(toks[2 + 2 * n + 2 * j])}->{w(toks[3 + 2 * n + 2 * j])}" for j in range(n))
+    ctx = " ".join(f"[{w(toks[lay.color(k)])} {w(toks[lay.shape(k)])}]" for k in range(n))
+    assoc = ", ".join(f"{w(toks[lay.assoc_shape(j)])}->{w(toks[lay.assoc_item(j)])}" for j in range(n))
     line = f"N={n}  context: {ctx}\n      associations: {assoc}\n"
-    if toks[2 + 4 * n] == CTX_END:   # a first-hop question (training aid): colour -> shape
+    if toks[lay.que] == CTX_END:   # a first-hop question (training aid): colour -> shape
         line += f"      first-hop query: {w(toks[-1])} -> answer {w(batch.answer[i])} (object {q + 1})"
     else:
         line += (f"      query: {w(toks[-1])} -> answer {w(batch.answer[i])} "

@@ -11,20 +11,25 @@ import numpy as np
 import pytest
 import torch
 
-from binding.config import preset
-from binding.curriculum import CURRICULUM_PRESETS, context_losses, ensure_encoder, regimes, run_regime
-from binding.encoders import EncoderConfig
-from binding.image_task import ImageSide, add_noise, model_inputs, sample_context
-from binding.interp.analyze import AnalyzeConfig
+from binding.config import AnalyzeConfig, preset
+from binding.curriculum import ensure_encoder, regimes, run_regime
+from binding.images.contexts import ImageSide, add_noise, model_inputs, sample_context
+from binding.images.encoders import EncoderConfig
 from binding.interp.compare import analyze_regimes, report_section
 from binding.reproduce import summarize, write_report
+from binding.run import build_model
 from binding.task import BOS, CTX_END, NOISE, QUE, Vocab, sample_batch
-from binding.train import build_model
+from binding.train import Stage, stage_losses, train_stage
 from lab.errors import UserError
 
 SMOKE = preset("smoke")
-CUR = CURRICULUM_PRESETS["smoke"]()
+CUR = SMOKE.curriculum
 D = SMOKE.model.d_model
+
+
+def with_cur(cur):
+    """The smoke config with another curriculum section."""
+    return dataclasses.replace(SMOKE, curriculum=cur)
 
 
 def rng(k):
@@ -33,7 +38,7 @@ def rng(k):
 
 def test_noise_fills_the_context_and_never_splits_a_pair():
     batch = sample_batch(SMOKE.task, 32, rng(0))
-    cb = add_noise(batch, 12, rng(1), SMOKE.task)
+    cb = add_noise(batch, 12, rng(1))
     for i in range(len(batch)):
         n = int(batch.n[i])
         row, orig = cb.tokens[i].tolist(), batch.tokens[i].tolist()
@@ -53,7 +58,7 @@ def test_noise_fills_the_context_and_never_splits_a_pair():
 def test_noise_tokens_are_never_attended_and_carry_no_loss():
     torch.manual_seed(0)
     model = build_model(SMOKE).eval()
-    cb = add_noise(sample_batch(SMOKE.task, 16, rng(2)), 14, rng(3), SMOKE.task)
+    cb = add_noise(sample_batch(SMOKE.task, 16, rng(2)), 14, rng(3))
     noise = ~cb.attendable
     other = dataclasses.replace(cb, tokens=cb.tokens.masked_scatter(
         noise, torch.randint(5, model.vocab_size, (int(noise.sum()),))))
@@ -63,8 +68,8 @@ def test_noise_tokens_are_never_attended_and_carry_no_loss():
         b = model(other.tokens, attendable=other.attendable)
         assert torch.allclose(a[~noise], b[~noise], atol=1e-5)                # nothing else sees them
         assert not torch.allclose(a[noise], b[noise])
-        la = context_losses(model, None, cb, SMOKE.train, True, 0.0, SMOKE.task, "cpu")[1]
-        lb = context_losses(model, None, other, SMOKE.train, True, 0.0, SMOKE.task, "cpu")[1]
+        la = stage_losses(model, None, cb, SMOKE, True, 0.0, "cpu")[1]
+        lb = stage_losses(model, None, other, SMOKE, True, 0.0, "cpu")[1]
     assert la["prev_token_loss"] == lb["prev_token_loss"] and la["loss"] == lb["loss"]
 
 
@@ -119,7 +124,7 @@ def test_feature_grounding_trains_both_directions():
     torch.manual_seed(0)
     model, side = build_model(SMOKE), ImageSide(CUR.encoder, CUR.render, D)
     cb = sample_context("image", SMOKE.task, 16, rng(6), image_side=side)
-    loss, stats = context_losses(model, side, cb, SMOKE.train, False, 1.0, SMOKE.task, "cpu")
+    loss, stats = stage_losses(model, side, cb, SMOKE, False, 1.0, "cpu")
     assert stats["ground_img2text"] > 0 and stats["ground_text2img"] > 0
     loss.backward()
     assert side.where.weight.grad.abs().sum() > 0
@@ -128,9 +133,10 @@ def test_feature_grounding_trains_both_directions():
 
 def test_embedded_cnn_encoder_is_pretrained_once_and_frozen(tmp_path):
     cur = dataclasses.replace(CUR, encoder=EncoderConfig(kind="cnn"), encoder_pretrain_steps=2)
-    cur = ensure_encoder(cur, tmp_path / "enc")
+    cur = ensure_encoder(with_cur(cur), tmp_path / "enc").curriculum
     stamp = (tmp_path / "enc" / "encoder.safetensors").stat().st_mtime_ns
-    assert ensure_encoder(dataclasses.replace(cur, encoder=EncoderConfig(kind="cnn")), tmp_path / "enc").encoder.path
+    again = ensure_encoder(with_cur(dataclasses.replace(cur, encoder=EncoderConfig(kind="cnn"))), tmp_path / "enc")
+    assert again.curriculum.encoder.path
     assert (tmp_path / "enc" / "encoder.safetensors").stat().st_mtime_ns == stamp
     side = ImageSide(cur.encoder, cur.render, D)
     assert not any(p.requires_grad for p in side.frontend.encoder.parameters())
@@ -146,7 +152,7 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     assert [s.mode for s in table["mixed-from-start"]] == ["mix"]
     assert table["image-text"][-1].image_fraction == 0.2
 
-    res = run_regime("noise-image-text", SMOKE, CUR, tmp_path, 0)
+    res = run_regime("noise-image-text", SMOKE, tmp_path, 0)
     seed_dir = tmp_path / "seed0"
     rows = [json.loads(line) for line in (seed_dir / "noise-image-text" / "metrics.jsonl").read_text().splitlines()]
     starts = [r for r in rows if r.get("event") == "stage_start"]
@@ -160,12 +166,12 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
 
     text_results = seed_dir / "text" / "results.json"
     stamp = text_results.stat().st_mtime_ns
-    res2 = run_regime("image-text", SMOKE, CUR, tmp_path, 0)                 # reuses the text stage
+    res2 = run_regime("image-text", SMOKE, tmp_path, 0)                 # reuses the text stage
     assert text_results.stat().st_mtime_ns == stamp
     assert res2["stages"][0]["run_dir"] == str(seed_dir / "text")
     assert json.loads((seed_dir / "text/image/config.json").read_text())["parent"] == str(seed_dir / "text")
 
-    eq = run_regime("text-only-equal-compute", SMOKE, CUR, tmp_path, 0)
+    eq = run_regime("text-only-equal-compute", SMOKE, tmp_path, 0)
     assert eq["total_steps"] == max(res["total_steps"], res2["total_steps"])
     assert [s["mode"] for s in eq["stages"]] == ["text", "text"]
 
@@ -193,7 +199,7 @@ def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
 def test_a_control_started_alongside_the_other_regimes_ends_as_one_started_after_them(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     cur = dataclasses.replace(CUR, scratch_max_steps=40)   # mixed-from-start short too
-    run_regime("text-only", SMOKE, cur, a, 0)
+    run_regime("text-only", with_cur(cur), a, 0)
     with open(tmp_path / "follower.err", "w") as err:
         follower = subprocess.Popen([sys.executable, "-m", "binding.cli", "curriculum", "--preset", "smoke", "--regime",
                                      "text-only-equal-compute", "--seed", "0", "--out", str(a), "--follow",
@@ -203,26 +209,26 @@ def test_a_control_started_alongside_the_other_regimes_ends_as_one_started_after
             break
         time.sleep(0.1)
     assert "waiting for the other regimes" in (tmp_path / "follower.err").read_text()
-    totals = [run_regime(r, SMOKE, cur, a, 0)["total_steps"]
+    totals = [run_regime(r, with_cur(cur), a, 0)["total_steps"]
               for r in ("noise-text", "image-text", "noise-image-text", "mixed-from-start")]
     assert follower.wait(timeout=300) == 0, (tmp_path / "follower.err").read_text()
     shutil.copytree(a, b)
     shutil.rmtree(b / "seed0" / "text" / "text+longest")
     shutil.rmtree(b / "seed0" / "text-only-equal-compute")
-    after = run_regime("text-only-equal-compute", SMOKE, cur, b, 0)
+    after = run_regime("text-only-equal-compute", with_cur(cur), b, 0)
     followed = json.loads((a / "seed0" / "text-only-equal-compute" / "regime.json").read_text())
     assert followed["total_steps"] == after["total_steps"] == max(totals)
     assert _comparable(a / "seed0/text/text+longest") == _comparable(b / "seed0/text/text+longest")
 
 
 def test_a_finished_control_that_no_longer_matches_the_longest_regime_is_refused(tmp_path):
-    run_regime("noise-text", SMOKE, CUR, tmp_path, 0)
-    run_regime("text-only-equal-compute", SMOKE, CUR, tmp_path, 0)
+    run_regime("noise-text", SMOKE, tmp_path, 0)
+    run_regime("text-only-equal-compute", SMOKE, tmp_path, 0)
     results = tmp_path / "seed0" / "text" / "text+longest" / "results.json"
     res = json.loads(results.read_text())
     results.write_text(json.dumps({**res, "steps": res["steps"] - 1}))   # as if the others had changed
     with pytest.raises(UserError, match="equal-compute stage of .* steps, but the longest other regime now needs"):
-        run_regime("text-only-equal-compute", SMOKE, CUR, tmp_path, 0)
+        run_regime("text-only-equal-compute", SMOKE, tmp_path, 0)
 
 
 def _comparable(stage_dir):
@@ -236,7 +242,7 @@ def _comparable(stage_dir):
 
 def test_a_stage_resumes_after_kill_9(tmp_path):
     over = ["curriculum.stage_max_steps=40", "curriculum.stage_extra_steps=40"]
-    run_regime("text-only", SMOKE, CUR, tmp_path / "a", 0)
+    run_regime("text-only", SMOKE, tmp_path / "a", 0)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
     cmd = [sys.executable, "-m", "binding.cli", "curriculum", "--preset", "smoke", "--regime", "noise-text",
            "--seed", "0", "--quiet", *over]
@@ -252,15 +258,15 @@ def test_a_stage_resumes_after_kill_9(tmp_path):
 
 def test_a_stage_is_reused_whatever_the_encoder_location(tmp_path):
     # noise-text leaves encoder.path empty; noise-image-text fills it in and must reuse the noise stage
-    first = run_regime("noise-text", SMOKE, CUR, tmp_path, 0)
+    first = run_regime("noise-text", SMOKE, tmp_path, 0)
     elsewhere = dataclasses.replace(CUR, encoder=dataclasses.replace(CUR.encoder, path=str(tmp_path / "enc")))
-    again = run_regime("noise-text", SMOKE, elsewhere, tmp_path, 0)
+    again = run_regime("noise-text", with_cur(elsewhere), tmp_path, 0)
     assert again["stages"] == first["stages"]
 
 
 def test_later_stages_keep_the_training_aids_until_their_threshold_unless_switched_off(tmp_path):
     def noise_rows(cur, out):
-        run_regime("noise-text", SMOKE, cur, out, 0)
+        run_regime("noise-text", with_cur(cur), out, 0)
         return [json.loads(line) for line in (out / "seed0" / "text" / "noise" / "metrics.jsonl").read_text().splitlines()]
 
     with_aids = noise_rows(CUR, tmp_path / "on")
@@ -274,12 +280,11 @@ def test_later_stages_keep_the_training_aids_until_their_threshold_unless_switch
 def test_a_fixed_length_stage_switches_its_aids_off_at_its_threshold_but_runs_every_step(tmp_path, monkeypatch):
     # the equal-compute control continues text training: once its threshold holds, it trains on the
     # paper's task alone, as every other stage does, and still runs its exact number of steps
-    import binding.curriculum as curriculum
-    from binding.curriculum import Stage, run_stage
-    run_regime("text-only", SMOKE, CUR, tmp_path, 0)
-    monkeypatch.setattr(curriculum, "stage_eval", lambda *a, **k: {"text_id_accuracy": 1.0, "stage_id_accuracy": 1.0})
+    import binding.train as trainer
+    run_regime("text-only", SMOKE, tmp_path, 0)
+    monkeypatch.setattr(trainer, "mode_accuracy", lambda *a, **k: {2: 1.0})   # the threshold holds at once
     stage_dir = tmp_path / "seed0" / "text" / "text+30"
-    res = run_stage(SMOKE, CUR, Stage("text", fixed_steps=30), stage_dir, tmp_path / "seed0" / "text", 0, index=1)
+    res = train_stage(SMOKE, Stage("text", fixed_steps=30), stage_dir, 0, parent=tmp_path / "seed0" / "text", index=1)
     rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
     patience = SMOKE.train.stop_patience
     assert res["steps"] == 30 and res["threshold_step"] == patience * SMOKE.train.eval_every
@@ -288,12 +293,11 @@ def test_a_fixed_length_stage_switches_its_aids_off_at_its_threshold_but_runs_ev
 
 
 def test_a_later_stage_holds_its_rate_or_decays_it_as_configured(tmp_path):
-    from binding.curriculum import Stage, run_stage
-    run_regime("text-only", SMOKE, CUR, tmp_path, 0)
+    run_regime("text-only", SMOKE, tmp_path, 0)
     parent = tmp_path / "seed0" / "text"
 
     def rates(cur, name):
-        run_stage(SMOKE, cur, Stage("text", fixed_steps=40), parent / name, parent, 0, index=1)
+        train_stage(with_cur(cur), Stage("text", fixed_steps=40), parent / name, 0, parent=parent, index=1)
         return [json.loads(line)["lr"] for line in (parent / name / "metrics.jsonl").read_text().splitlines()]
 
     assert set(rates(CUR, "const")) == {CUR.stage_lr}     # warmup (5 steps) is over by the first row
@@ -301,19 +305,18 @@ def test_a_later_stage_holds_its_rate_or_decays_it_as_configured(tmp_path):
     assert decayed[0] < CUR.stage_lr and all(a > b for a, b in zip(decayed, decayed[1:3]))
     assert decayed[-1] == decayed[-2] == CUR.stage_lr * 0.1   # reached the floor at step 25, then held
     mix = dataclasses.replace(CUR, mix_stage_lr=3e-4)         # a mix stage has a rate of its own
-    run_stage(SMOKE, mix, Stage("mix", 0.5, fixed_steps=20), parent / "mix", parent, 0, index=1)
+    train_stage(with_cur(mix), Stage("mix", 0.5, fixed_steps=20), parent / "mix", 0, parent=parent, index=1)
     assert {json.loads(line)["lr"] for line in (parent / "mix" / "metrics.jsonl").read_text().splitlines()} == {3e-4}
 
 
 def test_with_cooldown_a_stage_ends_at_its_floor_rate_whenever_its_threshold_held(tmp_path, monkeypatch):
-    import binding.curriculum as curriculum
-    from binding.curriculum import Stage, run_stage
-    run_regime("text-only", SMOKE, CUR, tmp_path, 0)
+    import binding.train as trainer
+    run_regime("text-only", SMOKE, tmp_path, 0)
     parent = tmp_path / "seed0" / "text"
-    monkeypatch.setattr(curriculum, "stage_eval", lambda *a, **k: {"noise_id_accuracy": 1.0, "stage_id_accuracy": 1.0})
+    monkeypatch.setattr(trainer, "mode_accuracy", lambda *a, **k: {2: 1.0})   # the threshold holds at once
     cur = dataclasses.replace(CUR, stage_min_lr_ratio=0.1, stage_decay_steps=1000, stage_cooldown=True,
                               stage_max_steps=100)
-    res = run_stage(SMOKE, cur, Stage("noise"), parent / "noise", parent, 0, index=1)
+    res = train_stage(with_cur(cur), Stage("noise"), parent / "noise", 0, parent=parent, index=1)
     rows = [json.loads(line) for line in (parent / "noise" / "metrics.jsonl").read_text().splitlines()]
     t = res["threshold_step"]
     assert t == SMOKE.train.stop_patience * SMOKE.train.eval_every and res["steps"] == t + cur.stage_extra_steps

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from binding.encoders import (EncoderConfig, build_visual_frontend, evaluate_encoder, load_encoder,
-                              object_token_index, pretrain_encoder)
-from binding.render import RenderConfig, Renderer, random_objects
+from binding.images.encoders import EncoderConfig, build_visual_frontend, load_encoder, object_token_index
+from binding.images.pretrain import evaluate_encoder, load_encoder_and_head, pretrain_encoder
+from binding.images.render import RenderConfig, Renderer, random_objects
 from lab.errors import UserError
 
 # A tiny render config: 32-px canvas, 2x2 cells of 16 px, 8 colours, 8 shapes.
@@ -65,7 +65,7 @@ def test_pretrained_encoder_round_trips_through_safetensors_and_json(pretrained)
     assert meta["kind"] == "cnn" and meta["render"]["canvas_px"] == 32 and "arch" in meta
     assert set(meta["eval"]) >= {"presence_acc", "color_acc", "shape_acc", "object_acc"}
     assert not list((pretrained / "cnn").glob("*.pt")) and not list((pretrained / "cnn").glob("*.pkl"))
-    encoder, head, meta2 = load_encoder(pretrained / "cnn", with_head=True)  # rebuilt from the JSON alone
+    encoder, head, meta2 = load_encoder_and_head(pretrained / "cnn")  # rebuilt from the JSON alone
     again = evaluate_encoder(encoder, head, TINY, n_images=32)
     assert {k: round(v, 4) for k, v in again.items()} == {k: v for k, v in meta["eval"].items() if k != "images"}
     enc_b, _ = load_encoder(pretrained / "cnn" / "encoder.json")

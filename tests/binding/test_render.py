@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from binding.render import (RenderConfig, Renderer, _shift_distance, grid_rgb, images_to_tensor, max_shapes,
+from binding.images.render import (RenderConfig, Renderer, _shift_distance, grid_rgb, images_to_tensor, max_shapes,
                             palette_ids, palette_rgb, random_objects, save_sample_grid, shape_family, shape_masks)
 from lab.errors import UserError
 

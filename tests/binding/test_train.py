@@ -7,7 +7,8 @@ import sys
 import pytest
 
 from binding.config import preset
-from binding.train import load_trained, lr_at, train
+from binding.run import load_trained
+from binding.train import lr_at, train
 from lab.config import apply_overrides
 from lab.errors import UserError
 
@@ -113,14 +114,14 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_init_from_starts_from_another_runs_final_weights(tmp_path):
     import torch
 
-    from binding.train import _load_weights, build_model
+    from binding.run import build_model, model_weights
     from lab.checkpoint import load_checkpoint
 
     train(apply_overrides(SMOKE, ["train.max_steps=20"]), tmp_path / "a", seed=0, quiet=True)
     saved = {k[6:]: v for k, v in load_checkpoint(tmp_path / "a" / "checkpoint")[0].items() if k.startswith("model.")}
     model = build_model(SMOKE)
     assert not all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
-    _load_weights(model, tmp_path / "a")
+    model.load_state_dict(model_weights(tmp_path / "a"))   # what train.init_from loads
     assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
     # the run records where it started; a missing run or another architecture is one clear error
     train(apply_overrides(SMOKE, ["train.max_steps=10", f"train.init_from={tmp_path / 'a'}"]), tmp_path / "b",
@@ -139,16 +140,19 @@ def test_several_queries_per_example_train_on_every_answer(tmp_path):
     import numpy as np
     import torch
 
+    from binding.images.contexts import as_context
+    from binding.run import build_model
     from binding.task import more_queries, sample_batch
-    from binding.train import build_model, losses
+    from binding.train import stage_losses
 
     model = build_model(SMOKE)
     batch = sample_batch(SMOKE.task, 16, np.random.default_rng(0))
-    plain, _ = losses(model, batch, SMOKE.train, False, "cpu")
+    cb = as_context(batch)
+    plain, _ = stage_losses(model, None, cb, SMOKE, False, 0.0, "cpu")
     one = (batch.tokens, batch.query_pos[:, None], batch.answer[:, None])
-    assert torch.equal(losses(model, batch, SMOKE.train, False, "cpu", one)[0], plain)
+    assert torch.equal(stage_losses(model, None, cb, SMOKE, False, 0.0, "cpu", one)[0], plain)
     tokens, positions, answers = more_queries(batch, SMOKE.task, 3, np.random.default_rng(1))
-    several, _ = losses(model, batch, SMOKE.train, False, "cpu", (tokens, positions, answers))
+    several, _ = stage_losses(model, None, cb, SMOKE, False, 0.0, "cpu", (tokens, positions, answers))
     logits = model(tokens)                                                       # [B, T, V]
     asked = answers != -100
     picked = logits[torch.arange(16)[:, None].expand(-1, 3)[asked], positions[asked]]
@@ -162,7 +166,6 @@ def test_several_queries_must_fit_the_model(tmp_path):
     # smoke trains N 2..4: 4 queries make 26 tokens, more than the 24 of the longest test example
     fits = apply_overrides(SMOKE, ["task.ood_n=5,5", "model.max_len=24", "train.queries_per_example=3"])
     assert fits.validate().train.queries_per_example == 3
-    cfg = apply_overrides(fits, ["train.queries_per_example=4"])
-    with pytest.raises(UserError, match="train.queries_per_example=4.*needs 26 positions"):
-        train(cfg, tmp_path / "run", seed=0, quiet=True)
+    with pytest.raises(UserError, match="train.queries_per_example=4.*needs 26 positions"):   # refused when built
+        train(apply_overrides(fits, ["train.queries_per_example=4"]), tmp_path / "run", seed=0, quiet=True)
     assert not (tmp_path / "run").exists()

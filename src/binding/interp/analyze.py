@@ -9,57 +9,30 @@ OUT/summary.md. Works on any run or curriculum stage directory with a config.jso
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from lab import config as cfglib
-from lab.checkpoint import checkpoint_exists
 from lab.errors import UserError
 from lab.io import atomic_write_bytes, atomic_write_json
 from lab.report import md_table
 from lab.rundir import git_commit
 
+from ..config import AnalyzeConfig
+from ..run import CHECKPOINT, is_trained, load_trained
 from ..task import sample_batch
-from ..train import CHECKPOINT, load_trained
 from .counterfactual import OUTCOMES, make_pairs
-from .interventions import POSITIONS, peak_and_ratio, sweep
+from .interventions import peak_and_ratio, sweep
 from .knockout import knockout
 from .plots import plot_knockout, plot_outcomes, plot_probes
 from .probes import probes
 
-POINTS = ("resid_post", "resid_pre", "attn_out", "mlp_out")
-
-
-@dataclass(frozen=True)
-class AnalyzeConfig:
-    n_pairs: int = field(default=1000, metadata={"help": "counterfactual pairs for the interventions"})
-    seed: int = field(default=0, metadata={"help": "seed of the pairs and the probe/knockout samples"})
-    n_range: tuple[int, int] = field(default=(0, 0), metadata={
-        "help": "N of the pairs and samples (0,0 = the run's ID range; pairs need N >= 3)"})
-    point: str = field(default="resid_post", metadata={"help": f"hook patched in every block: {POINTS}"})
-    position: str = field(default="query", metadata={"help": f"where to patch: {POSITIONS}"})
-    knockout_samples: int = field(default=1000, metadata={"help": "held-out examples for attention knockout"})
-    probe_samples: int = field(default=4000, metadata={"help": "held-out examples for the probes (3/4 fit, 1/4 scored)"})
-
-    def validate(self) -> "AnalyzeConfig":
-        if self.point not in POINTS:
-            raise UserError(f"analyze.point must be one of {POINTS}, got {self.point!r}")
-        if self.position not in POSITIONS:
-            raise UserError(f"analyze.position must be one of {POSITIONS}, got {self.position!r}")
-        for name in ("n_pairs", "knockout_samples"):
-            if getattr(self, name) < 1:
-                raise UserError(f"analyze.{name} must be >= 1")
-        if self.probe_samples < 40:
-            raise UserError("analyze.probe_samples must be >= 40")
-        return self
-
 
 def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = None) -> dict:
     run_dir, out = Path(run_dir), Path(out)
-    acfg = (acfg or AnalyzeConfig()).validate()
-    if not (run_dir / "config.json").exists() or not checkpoint_exists(run_dir / CHECKPOINT):
+    acfg = acfg or AnalyzeConfig()
+    if not is_trained(run_dir):
         raise UserError(f"{run_dir} is not a trained run (needs config.json and {CHECKPOINT}.safetensors/.json)")
     model, cfg, run_seed = load_trained(run_dir)
     n_range = tuple(acfg.n_range) if acfg.n_range != (0, 0) else tuple(cfg.task.id_n)

@@ -14,7 +14,8 @@ from lab import config as cfglib
 from lab.io import atomic_write_json, read_json
 from lab.report import md_table, mean_sd
 
-from .analyze import AnalyzeConfig, analyze
+from ..config import AnalyzeConfig
+from .analyze import analyze
 from .counterfactual import OUTCOMES
 from .interventions import peak_and_ratio
 from .plots import plot_regimes

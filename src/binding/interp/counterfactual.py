@@ -32,7 +32,7 @@ import torch
 
 from lab.errors import UserError
 
-from ..task import Batch, TaskConfig, Vocab, _collate, encode
+from ..task import Batch, TaskConfig, Vocab, collate, encode
 
 STRATEGIES = ("positional", "symbolic", "reflexive", "no_effect")
 OUTCOMES = STRATEGIES + ("other",)
@@ -90,7 +90,7 @@ def make_pairs(cfg: TaskConfig, n_pairs: int, seed: int, n_range: tuple[int, int
             query[side][i] = qs
         cf_slot[i], sym_slot[i] = k, j
     original, counterfactual = (
-        _collate([encode(cfg, n, a["colors"], a["shapes"], a["items"], a["order"], query[side])])
+        collate([encode(cfg, n, a["colors"], a["shapes"], a["items"], a["order"], query[side])])
         for side, a in sides.items())
     item0 = Vocab.of(cfg).item0
     rows = torch.arange(n_pairs)

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import PATCH_POSITIONS
 from ..hooks import hooks, run_with_cache
 from ..model import Transformer
+from ..task import seq_len
 from .counterfactual import OUTCOMES, Pairs, classify
 
-POSITIONS = ("query", "que", "all")  # the query colour (last token), the [QUE] token before it, every token
 
 
 def resid_points(model: Transformer) -> list[str]:
@@ -44,8 +45,8 @@ class Sweep:
 
 def _position_mask(pairs: Pairs, t: int, position: str) -> torch.Tensor:
     """[B, T] bool: where the counterfactual's activation replaces the original's."""
-    if position not in POSITIONS:
-        raise ValueError(f"position must be one of {POSITIONS}, got {position!r}")
+    if position not in PATCH_POSITIONS:
+        raise ValueError(f"position must be one of {PATCH_POSITIONS}, got {position!r}")
     if position == "all":
         return torch.ones(len(pairs), t, dtype=torch.bool)
     pos = pairs.original.query_pos - (1 if position == "que" else 0)
@@ -117,7 +118,7 @@ def naive_sweep(model: Transformer, pairs: Pairs, points: list[str] | None = Non
     for i in range(len(pairs)):
         one = pairs.select([i])
         n = int(one.original.n[0])
-        t = 4 * n + 4
+        t = seq_len(n)
         one.original.tokens, one.counterfactual.tokens = one.original.tokens[:, :t], one.counterfactual.tokens[:, :t]
         ok_orig = model(one.original.tokens, positions=one.original.query_pos).argmax(-1) == one.original.answer
         ok_cf = model(one.counterfactual.tokens, positions=one.counterfactual.query_pos).argmax(-1) \

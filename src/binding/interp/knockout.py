@@ -12,7 +12,7 @@ import torch
 
 from ..hooks import hooks
 from ..model import Transformer
-from ..task import Batch
+from ..task import Batch, Layout
 
 GROUPS = ("context", "associations")
 
@@ -21,11 +21,11 @@ def group_mask(batch: Batch, group: str) -> torch.Tensor:
     """[B, T] bool: the keys of `group` in each example ("none": no key)."""
     t = batch.tokens.shape[1]
     pos = torch.arange(t)[None, :]
-    n = batch.n[:, None]
+    lay = Layout(batch.n[:, None])
     if group == "context":
-        return (pos >= 1) & (pos <= 2 * n)
+        return (pos >= 1) & (pos < lay.ctx_end)
     if group == "associations":
-        return (pos >= 2 * n + 2) & (pos <= 4 * n + 1)
+        return (pos >= lay.assoc_start) & (pos < lay.que)
     if group == "none":
         return torch.zeros_like(pos, dtype=torch.bool).expand(len(batch), t)
     raise ValueError(f"group must be one of {GROUPS + ('none',)}, got {group!r}")

@@ -18,7 +18,6 @@ and counterfactual of a kept pair have equal lengths), so no padding is ever nee
 """
 from __future__ import annotations
 
-import argparse
 import gc
 import inspect
 from dataclasses import dataclass
@@ -29,7 +28,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from lab.config import parse_value
 from lab.errors import UserError
 from lab.io import atomic_write_json
 
@@ -266,7 +264,7 @@ def compare_pretrained(llm: str | Path, vlm: str | Path | None, out: str | Path,
     return result
 
 
-def _models(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+def models_of(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return [(k, result[k]) for k in ("llm", "vlm") if result.get(k)]
 
 
@@ -275,7 +273,7 @@ def _plot(result: dict[str, Any], path: Path) -> None:
 
     from lab.report import plt, save_figure
 
-    models = _models(result)
+    models = models_of(result)
     fig, axes = plt.subplots(len(models), 1, figsize=(8, 3 * len(models)), squeeze=False)
     colors = {"positional": "tab:blue", "symbolic": "tab:orange", "reflexive": "tab:green",
               "no_effect": "tab:gray", "other": "tab:red"}
@@ -307,7 +305,7 @@ def _markdown(result: dict[str, Any]) -> str:
              f"{s['n_words']} words per vocabulary); a pair is used only if the model answers both prompts "
              f"correctly{'' if s['only_correct'] else ' (off: every equal-length pair is used)'}.\n"]
     rows = []
-    for name, r in _models(result):
+    for name, r in models_of(result):
         peak = r["proportions_by_layer"][r["peak_layer"]] if r["peak_layer"] is not None else {}
         rows.append([name, Path(r["model_path"]).name, r["layers"], f"{r['n_pairs']}/{r['n_pairs_generated']}",
                      f(r["baseline_accuracy"]), f(r["peak_layer"]), f(peak.get("positional")),
@@ -318,43 +316,10 @@ def _markdown(result: dict[str, Any]) -> str:
     lines.append("\nPaper (spec §6), symbolic/positional at the peak layer: " +
                  ", ".join(f"{k} {v}" for k, v in ref["symbolic_positional_ratio"].items()) +
                  "; peak layers " + ", ".join(f"{k} {v}" for k, v in ref["peak_layer"].items()) + ".\n")
-    for name, r in _models(result):
+    for name, r in models_of(result):
         lines.append(f"\n## {name}: per layer\n")
         lines.append(md_table(["layer", *OUTCOMES], [[i, *(f(p and p[o]) for o in OUTCOMES)]
                                                      for i, p in enumerate(r["proportions_by_layer"])]))
     lines.append(f"\n![outcomes per layer](pretrained.png)\n\nExample prompt:\n\n```\n"
                  f"{result['llm']['example']['prompt']}{result['llm']['example']['answer']}\n```\n")
     return "\n".join(lines)
-
-
-def cmd_compare_pretrained(args: argparse.Namespace) -> None:
-    r = compare_pretrained(args.llm, args.vlm, args.out, n_pairs=args.pairs, seed=args.seed,
-                           n_range=parse_value(args.n_range, tuple[int, int], "--n-range"), n_words=args.words,
-                           batch_size=args.batch_size,
-                           only_correct=not args.all_pairs, device=args.device, dtype=args.dtype,
-                           trust_remote_code=args.trust_remote_code)
-    for name, m in _models(r):
-        print(f"{name}: {m['model_path']}: {m['n_pairs']}/{m['n_pairs_generated']} pairs used, "
-              f"baseline accuracy {m['baseline_accuracy']}, peak layer {m['peak_layer']}, "
-              f"symbolic/positional {m['symbolic_positional_ratio']}")
-    print(f"wrote {Path(args.out) / 'pretrained.json'}, pretrained.md, pretrained.png")
-
-
-def register(sub) -> None:
-    """Add `compare-pretrained` to the binding CLI's subparsers."""
-    sp = sub.add_parser("compare-pretrained", help="interchange intervention on a pretrained LLM (and VLM)")
-    sp.add_argument("--llm", required=True, help="local Hugging Face causal LM folder")
-    sp.add_argument("--vlm", help="local vision-language model folder (its language backbone is used)")
-    sp.add_argument("--out", required=True, help="folder for pretrained.json, .md and .png")
-    sp.add_argument("--pairs", type=int, default=64, help="counterfactual pairs to generate")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--n-range", default="3,6", help="objects per example, LO,HI (LO >= 3)")
-    sp.add_argument("--words", type=int, default=20, help="colours, shapes and items to draw from (at most 32)")
-    sp.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
-    sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    sp.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
-    sp.add_argument("--all-pairs", action="store_true",
-                    help="use every pair, not only those the model answers correctly (for debugging)")
-    sp.add_argument("--trust-remote-code", action="store_true",
-                    help="run model code shipped in the folder (e.g. InternLM3); off by default")
-    sp.set_defaults(func=cmd_compare_pretrained)

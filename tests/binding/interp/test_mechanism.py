@@ -14,7 +14,8 @@ from binding.interp.counterfactual import OUTCOMES, STRATEGIES, classify, make_p
 from binding.interp.interventions import naive_sweep, patched_logits, peak_and_ratio, resid_points, sweep
 from binding.interp.knockout import knocked_out_predictions, knockout
 from binding.task import TaskConfig, Vocab, sample_batch
-from binding.train import build_model, train
+from binding.run import build_model
+from binding.train import train
 from lab.errors import UserError
 
 CPU_TASK = preset("cpu").task

@@ -3,7 +3,6 @@
 The models (Llama, Qwen2, Qwen2-VL and Qwen3-VL) and their byte-level BPE tokenizer are built here and saved
 into a temporary folder: nothing is downloaded.
 """
-import argparse
 import json
 import shutil
 
@@ -20,7 +19,8 @@ from binding.interp import nl_task  # noqa: E402
 from binding.interp.counterfactual import OUTCOMES, make_pairs  # noqa: E402
 from binding.interp.nl_task import choose, render  # noqa: E402
 from binding.interp.pretrained import (  # noqa: E402
-    compare_pretrained, load_model, patched_logits, register, run_and_save, summarize)
+    compare_pretrained, load_model, patched_logits, run_and_save, summarize)
+from binding.cli import parser as binding_parser  # noqa: E402
 from binding.task import TaskConfig, Vocab  # noqa: E402
 from lab.errors import UserError  # noqa: E402
 
@@ -101,7 +101,7 @@ def test_original_and_counterfactual_prompts_tokenize_to_equal_lengths():
     words = nl_task.choose_words(tok, 12, 12, 12)
     token_counts = {len(nl_task.word_tokens(tok, w)) for w in words.items}
     assert token_counts != {1}  # this tokenizer splits some items, so some pairs differ in length
-    pairs = make_pairs(TaskConfig(n_colors=12, n_shapes=12, n_items=12, id_n=(3, 6)), 40, seed=0, n_range=(3, 6))
+    pairs = make_pairs(TaskConfig(n_colors=12, n_shapes=12, n_items=12, id_n=(3, 6), ood_n=(3, 6)), 40, seed=0, n_range=(3, 6))
     orig, cf, keep = render(pairs, words, tok)
     assert all((len(o) == len(c)) == k for o, c, k in zip(orig, cf, keep))
     assert keep.any() and not keep.all()
@@ -209,8 +209,7 @@ def test_bad_model_folders_give_one_clear_error(tmp_path, folders):
 
 
 def test_the_command_line(folders, tmp_path):
-    p = argparse.ArgumentParser()
-    register(p.add_subparsers())
+    p = binding_parser()
     args = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--pairs", "4",
                          "--n-range", "3,4", "--words", "10"])
     args.func(args)

@@ -88,6 +88,9 @@ class RenderConfig:
         """Patch tokens of a patch-grid encoder (the CNN, ViT and linear kinds)."""
         return (self.canvas_px // self.patch_px) ** 2
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> "RenderConfig":
         c = self
         if c.canvas_px <= 0 or c.cell_px <= 0 or c.sprite_px <= 0 or c.patch_px <= 0:

@@ -39,7 +39,7 @@ from torch import nn
 
 from .encoders import EncoderConfig, build_visual_frontend, object_token_index
 from .render import Renderer, RenderConfig
-from .task import BOS, CTX_END, NOISE, PAD, Batch, TaskConfig, Vocab, sample_batch
+from ..task import BOS, CTX_END, NOISE, PAD, Batch, Layout, TaskConfig, Vocab, sample_batch
 
 
 @dataclass
@@ -67,12 +67,12 @@ def as_context(batch: Batch) -> ContextBatch:
     return ContextBatch(batch, batch.tokens, batch.query_pos, batch.tokens != PAD)
 
 
-def _tail(batch: Batch, voc: Vocab) -> list[list[int]]:
+def _tail(batch: Batch) -> list[list[int]]:
     """Each row's tokens from [CTX_END] to the query colour, inclusive."""
     out = []
     for i in range(len(batch)):
-        n = int(batch.n[i])
-        out.append(batch.tokens[i, 1 + 2 * n: 4 + 4 * n].tolist())
+        lay = Layout(int(batch.n[i]))
+        out.append(batch.tokens[i, lay.ctx_end: lay.length].tolist())
     return out
 
 
@@ -84,11 +84,11 @@ def _pack(rows: list[list[int]]) -> torch.Tensor:
     return out
 
 
-def add_noise(batch: Batch, fill_to: int, rng: np.random.Generator, task: TaskConfig) -> ContextBatch:
+def add_noise(batch: Batch, fill_to: int, rng: np.random.Generator) -> ContextBatch:
     """Insert max(0, fill_to - 2N) unattendable <noise> tokens at random gaps between context pairs."""
-    voc = Vocab.of(task)
+    lay = Layout(0)                                                # object positions do not depend on N
     rows, noise_rows = [], []
-    for i, tail in enumerate(_tail(batch, voc)):
+    for i, tail in enumerate(_tail(batch)):
         n = int(batch.n[i])
         k = max(0, fill_to - 2 * n)
         is_noise = np.zeros(n + k, dtype=bool)                      # unit order: objects keep theirs
@@ -99,7 +99,7 @@ def add_noise(batch: Batch, fill_to: int, rng: np.random.Generator, task: TaskCo
                 seq.append(NOISE)
                 noise.append(True)
             else:
-                seq += batch.tokens[i, 1 + 2 * obj: 3 + 2 * obj].tolist()
+                seq += batch.tokens[i, lay.color(obj): lay.shape(obj) + 1].tolist()
                 noise += [False, False]
                 obj += 1
         rows.append(seq + tail)
@@ -114,8 +114,14 @@ def add_noise(batch: Batch, fill_to: int, rng: np.random.Generator, task: TaskCo
 
 def image_vocab(task: TaskConfig, render: RenderConfig) -> TaskConfig:
     """The task as image examples can draw it: colours and shapes limited to what the renderer draws."""
-    return dataclasses.replace(task, n_colors=min(task.n_colors, render.n_colors),
-                               n_shapes=min(task.n_shapes, render.n_shapes))
+    n_colors, n_shapes = min(task.n_colors, render.n_colors), min(task.n_shapes, render.n_shapes)
+    cap = min(n_colors, n_shapes, task.n_items)
+
+    def clip(r: tuple[int, int]) -> tuple[int, int]:   # image examples are drawn with train_n or a given
+        return min(r[0], cap), min(r[1], cap)          # N: the evaluation ranges need only stay valid
+
+    return dataclasses.replace(task, n_colors=n_colors, n_shapes=n_shapes, id_n=clip(task.id_n),
+                               ood_n=clip(task.ood_n))
 
 
 def to_image(batch: Batch, renderer: Renderer, token_hw: tuple[int, int], rng: np.random.Generator,
@@ -135,8 +141,11 @@ def to_image(batch: Batch, renderer: Renderer, token_hw: tuple[int, int], rng: n
         for obj in order.tolist():
             assoc += [voc.shape0 + int(batch.shapes[i, obj]), voc.item0 + int(batch.items[i, obj])]
         # [QUE] (or a first-hop query's marker), then the query colour (or shape, for a one-hop query)
-        marker, query = batch.tokens[i, 2 + 4 * n: 4 + 4 * n].tolist()
-        rows.append([BOS] + [PAD] * k + [CTX_END] + assoc + [marker, query])
+        text, image = Layout(n), Layout(n, context_len=k)
+        marker, query = batch.tokens[i, text.que: text.length].tolist()
+        row = [BOS] + [PAD] * k + [CTX_END] + assoc + [marker, query]
+        assert len(row) == image.length and row[image.ctx_end] == CTX_END
+        rows.append(row)
     tokens = _pack(rows)
     images, positions = renderer.render(batch.colors.numpy(), batch.shapes.numpy(), batch.n.numpy(), rng,
                                         as_tensor=True)
@@ -211,7 +220,7 @@ def sample_context(mode: str, task: TaskConfig, batch_size: int, rng: np.random.
         return to_image(batch, image_side.renderer, image_side.token_hw, rng, task)
     batch = sample_batch(task, batch_size, rng, n_range, split, one_hop_fraction, first_hop_fraction)
     if mode == "noise":
-        return add_noise(batch, noise_fill_to, rng, task)
+        return add_noise(batch, noise_fill_to, rng)
     return as_context(batch)
 
 
