@@ -145,7 +145,7 @@ def cmd_curriculum(args: argparse.Namespace) -> None:
 
 
 def cmd_combine(args: argparse.Namespace) -> None:
-    from .reproduce import combine
+    from .report import combine
 
     for e in combine(args.folders, args.out):
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "

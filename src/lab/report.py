@@ -36,3 +36,15 @@ def save_figure(fig: "plt.Figure", path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def lift_report(demo: Path, report: Path, title: str) -> list[str]:
+    """A study's own report.md as lines of a combined report in `demo` (the `make demo` report):
+    under `title`, its links rewritten to sit beside the combined report, its own headings one
+    level down."""
+    if not report.exists():
+        return [title, "", f"(no results: {report} is missing)", ""]
+    rel = report.parent.relative_to(demo)
+    body = report.read_text().replace("](", f"]({rel}/")  # its figures sit beside it
+    body = "\n".join("#" + line if line.startswith("## ") else line for line in body.splitlines()[1:])
+    return [title, "", f"The full report: [{rel}/report.md]({rel}/report.md)", "", body, ""]

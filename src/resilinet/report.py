@@ -6,7 +6,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from lab.report import md_table, mean_sd, save_figure
+from lab.report import lift_report, md_table, mean_sd, save_figure
 
 from .experiments import RunSpec
 from .hyperconnections import METHOD_LABELS, METHODS
@@ -182,3 +182,8 @@ def ablation_report(specs: list[RunSpec], results: dict[str, dict], out: Path, h
     text = "\n".join(parts)
     (out / "report.md").write_text(text)
     return text
+
+
+def demo_section(demo: Path, root: Path) -> list[str]:
+    """The `make demo` report's ResiliNet part: the report of `resilinet reproduce --out ROOT`."""
+    return lift_report(demo, root / "report.md", "## ResiliNet")

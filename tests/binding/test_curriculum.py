@@ -16,7 +16,7 @@ from binding.curriculum import ensure_encoder, regimes, run_regime
 from binding.images.contexts import ImageSide, add_noise, model_inputs, sample_context
 from binding.images.encoders import EncoderConfig
 from binding.interp.compare import analyze_regimes, report_section
-from binding.reproduce import summarize, write_report
+from binding.report import summarize, write_report
 from binding.run import build_model
 from binding.task import BOS, CTX_END, NOISE, QUE, Vocab, sample_batch
 from binding.train import Stage, stage_losses, train_stage

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from binding import reproduce
+from binding import report, reproduce
 from lab.errors import UserError
 
 
@@ -98,11 +98,11 @@ def test_combine_makes_one_table_over_the_seeds_of_several_folders(tmp_path):
     ood = {"text-only": {0: 0.4, 1: 0.5, 2: 0.6}, "image-text": {0: 0.6, 1: 0.8, 2: 0.6}}
     fake_reproduce_folder(tmp_path / "cpu", [0, 1], ood)
     fake_reproduce_folder(tmp_path / "gpu", [2], ood)
-    table = reproduce.combine([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "all")
+    table = report.combine([tmp_path / "cpu", tmp_path / "gpu"], tmp_path / "all")
     by = {e["regime"]: e for e in table}
     assert by["text-only"]["seeds"] == [0, 1, 2] and by["text-only"]["ood_accuracy_mean"] == pytest.approx(0.5)
     assert by["image-text"]["run_dirs"][2] == str(tmp_path / "gpu" / "seed2" / "image-text")
-    ratio = reproduce.effect_ratio(table)
+    ratio = report.effect_ratio(table)
     assert ratio["ratio"] == pytest.approx(2.0 / 1.5) and ratio["per_seed"] == pytest.approx([1.5, 1.6, 1.0])
     assert 1.0 <= ratio["p5"] <= ratio["ratio"] <= ratio["p95"] <= 1.6
     assert json.loads((tmp_path / "all" / "table.json").read_text())[0]["regime"] == "text-only"
@@ -114,8 +114,8 @@ def test_combine_rejects_a_seed_in_two_folders_and_a_folder_without_seeds(tmp_pa
     fake_reproduce_folder(tmp_path / "a", [0], ood)
     fake_reproduce_folder(tmp_path / "b", [0], ood)
     with pytest.raises(UserError, match="seed0 is in both"):
-        reproduce.combine([tmp_path / "a", tmp_path / "b"], tmp_path / "all")
+        report.combine([tmp_path / "a", tmp_path / "b"], tmp_path / "all")
     (tmp_path / "empty").mkdir()
     with pytest.raises(UserError, match="holds no seedS folders"):
-        reproduce.combine([tmp_path / "a", tmp_path / "empty"], tmp_path / "all")
+        report.combine([tmp_path / "a", tmp_path / "empty"], tmp_path / "all")
     assert not (tmp_path / "all").exists()
