@@ -219,13 +219,26 @@ def _chevron() -> Poly:  # pointing right
     return np.array([[-0.6, -0.95], [0.0, -0.95], [0.9, 0.0], [0.0, 0.95], [-0.6, 0.95], [0.3, 0.0]])
 
 
+DIRS4 = {"right": 0.0, "down": math.pi / 2, "left": math.pi, "up": 3 * math.pi / 2}
+
+
 @functools.lru_cache(maxsize=1)
 def candidate_shapes() -> tuple[tuple[str, ShapeProgram], ...]:
-    """The procedural family, in priority order (earlier candidates win when two look alike)."""
+    """The procedural family, in priority order (earlier candidates win when two look alike; the
+    order fixes the shape ids, so new candidates go at the end)."""
     out: list[tuple[str, ShapeProgram]] = []
-    add = lambda name, *prog: out.append((name, list(prog)))  # noqa: E731
-    right, down, left, up = 0.0, math.pi / 2, math.pi, 3 * math.pi / 2
-    dirs4 = {"right": right, "down": down, "left": left, "up": up}
+
+    def add(name: str, *prog) -> None:
+        out.append((name, list(prog)))
+
+    _outline_shapes(add)
+    _composite_shapes(add)
+    return tuple(out)
+
+
+def _outline_shapes(add) -> None:
+    """Polygons, discs, stars, crosses, triangles, arrows, half discs, pac-men, chevrons."""
+    dirs4 = DIRS4
     for k in range(3, 9):
         add(f"polygon{k}", (1, _ngon(k, rot=_square_ngon(k))))
     add("disc", (1, _disc()))
@@ -252,6 +265,11 @@ def candidate_shapes() -> tuple[tuple[str, ShapeProgram], ...]:
         add(f"pacman_{name}", (1, _sector(a + math.pi / 5, a + 2 * math.pi - math.pi / 5)))
     for name, a in dirs4.items():
         add(f"chevron_{name}", (1, _rot(_chevron(), a)))
+
+
+def _composite_shapes(add) -> None:
+    """Bars, L/T/E shapes, crescents, dot patterns, checkers, hourglasses, rings, keys, flags, ..."""
+    dirs4 = DIRS4
     add("bar_h", (1, _rect(-0.95, -0.3, 0.95, 0.3)))
     add("bar_v", (1, _rect(-0.3, -0.95, 0.3, 0.95)))
     add("bar_diag", (1, _rot(_rect(-1.25, -0.28, 1.25, 0.28), math.pi / 4)))
@@ -306,7 +324,6 @@ def candidate_shapes() -> tuple[tuple[str, ShapeProgram], ...]:
     for name, a in dirs4.items():
         add(f"E_{name}", (1, _rot(_rect(-0.95, -0.95, 0.95, 0.95), a)), (-1, _rot(_rect(-0.4, -0.6, 1.0, -0.2), a)),
             (-1, _rot(_rect(-0.4, 0.2, 1.0, 0.6), a)))
-    return tuple(out)
 
 
 def _inside(poly: Poly, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
