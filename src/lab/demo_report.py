@@ -17,7 +17,7 @@ def write(demo: Path) -> Path:
     from resilinet.report import demo_section as resilinet_section
 
     text = ["# Demo report", "", "Produced by `make demo` (the `cpu` presets of both studies). "
-            "The papers' numbers and the measured ones are compared in docs/RESULTS.md.", "",
+            "The papers' numbers and the measured ones are compared in docs/RESULTS.md (one page per study section in docs/results/).", "",
             *binding_section(demo, demo / "binding"), *resilinet_section(demo, demo / "resilinet")]
     out = demo / "REPORT.md"
     demo.mkdir(parents=True, exist_ok=True)
