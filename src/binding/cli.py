@@ -9,6 +9,7 @@
     binding curriculum --regime image-text --out runs/cur  train one regime (stages shared under --out)
     binding reproduce --preset cpu --out runs/repro        every regime, table.json, report.md, figure
     binding combine --out runs/all runs/repro runs/gpu     one table over the seeds of several reproduce folders
+    binding sweep recipes.toml --out runs/sweep            recipes x seeds as `binding train` runs, on Ray
     binding analyze --run runs/t0 --out runs/t0/mechanism  interventions, knockout, probes of one model
     binding compare-pretrained --llm DIR --vlm DIR --out D  the same intervention on Hugging Face LLM vs VLM
 
@@ -28,6 +29,7 @@ from lab.device import set_threads
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 
+from . import sweep
 from .config import PRESETS, BindingConfig, make_config
 
 OVERRIDE_HELP = "config overrides as section.field=value (see `binding config`)"
@@ -307,6 +309,32 @@ def _add_curriculum_commands(sub) -> None:
     sp.set_defaults(func=cmd_combine)
 
 
+def _add_sweep_command(sub) -> None:
+    sp = sub.add_parser("sweep", help="named recipes (config overrides) x seeds, each a `binding train` run, on Ray",
+                        description=sweep.__doc__,
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("file", metavar="FILE", help="TOML sweep file (see above; e.g. docs/sweeps/aid-free.toml)")
+    sp.add_argument("--out", required=True, help="folder: OUT/RECIPE/seedS per run, summary.md, id_accuracy.png")
+    sp.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray cluster (0 = this machine's cores)")
+    sp.add_argument("--address", default=None, help="an existing Ray cluster (host:port) instead of a local one")
+    sp.add_argument("--report-only", action="store_true", help="only write the summary of what the runs have reached")
+    sp.add_argument("--quiet", action="store_true")
+    sp.set_defaults(func=cmd_sweep)
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .sweep_report import write_summary
+
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    spec = sweep.load_sweep(args.file)
+    path = write_summary(spec, args.out) if args.report_only and Path(args.out).is_dir() else None
+    if args.report_only and path is None:
+        raise UserError(f"--report-only: {args.out} is not a sweep folder yet")
+    path = path or sweep.run_sweep(spec, args.out, args.workers, args.address, Path(args.file), args.quiet)
+    print(f"-> {path}")
+
+
 def _add_analysis_commands(sub) -> None:
     from .config import PATCH_POINTS, PATCH_POSITIONS
 
@@ -353,6 +381,7 @@ def parser() -> argparse.ArgumentParser:
     _add_run_commands(sub)
     _add_image_commands(sub)
     _add_curriculum_commands(sub)
+    _add_sweep_command(sub)
     _add_analysis_commands(sub)
     return p
 

@@ -26,6 +26,7 @@ from .model import ModelConfig
 from .task import Layout, TaskConfig
 
 RUN_SECTIONS = ("task", "model", "train")
+OPTIMIZERS = ("adamw", "muon")
 PATCH_POINTS = ("resid_post", "resid_pre", "attn_out", "mlp_out")   # analyze.point: hook patched in every block
 PATCH_POSITIONS = ("query", "que", "all")   # analyze.position: the query colour, the [QUE] before it, every token
 
@@ -66,6 +67,20 @@ class TrainConfig:
         "help": "switch the training aids (hop and previous-token losses, one-hop, first-hop and "
                 "extra queries) off once the threshold holds "
                 "(extra_steps then train on the paper's task alone)"})
+    next_token_loss_weight: float = field(default=0.0, metadata={
+        "help": "mechanism-neutral: next-token cross-entropy at every text position beside the answer "
+                "loss, with this weight (padding, noise and image tokens excluded; 0 = off)"})
+    pool_size: int = field(default=0, metadata={
+        "help": "mechanism-neutral, `binding train` only: a fixed pool of this many training sequences "
+                "(drawn once from the training split) repeated beside fresh ones; its accuracy is "
+                "logged as pool_accuracy (0 = off)"})
+    pool_fraction: float = field(default=0.5, metadata={"help": "share of each batch drawn from the pool"})
+    optimizer: str = field(default="adamw", metadata={
+        "help": f"{OPTIMIZERS}: muon = torch.optim.Muon on the blocks' weight matrices (its rate "
+                "matched to AdamW's RMS), AdamW on embeddings, unembedding, norms and biases"})
+    diagnostic_samples: int = field(default=256, metadata={
+        "help": "held-out text examples for the plateau diagnostics at each evaluation (accuracy "
+                "per query slot, attention mass from the query per layer; 0 = off)"})
     init_from: str = field(default="", metadata={
         "help": "start from this run directory's final weights (model only, fresh optimizer and "
                 "schedule); empty = from scratch"})
@@ -88,6 +103,15 @@ class TrainConfig:
             raise UserError(f"train.queries_per_example must be >= 1, got {self.queries_per_example}")
         if self.lr <= 0:
             raise UserError(f"train.lr must be > 0, got {self.lr}")
+        if self.optimizer not in OPTIMIZERS:
+            raise UserError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.next_token_loss_weight < 0 or self.pool_size < 0 or self.diagnostic_samples < 0:
+            raise UserError("train.next_token_loss_weight, pool_size and diagnostic_samples must be >= 0")
+        if not 0.0 < self.pool_fraction < 1.0:
+            raise UserError(f"train.pool_fraction must be in (0, 1), got {self.pool_fraction}")
+        if self.pool_size and round(self.batch_size * self.pool_fraction) in (0, self.batch_size):
+            raise UserError(f"train.pool_fraction={self.pool_fraction} of batch_size={self.batch_size} leaves "
+                            "no pool or no fresh examples in a batch")
         return self
 
 

@@ -35,6 +35,11 @@ from lab.errors import UserError
 from .hooks import HookPoint
 
 PosEncoding = Literal["rope", "nope", "learned"]
+ATTN_INITS = ("default", "mimetic")
+# Mimetic initialisation (Trockman & Kolter 2023, "Mimetic initialization of self-attention layers"):
+# the values they use for Vision Transformers; W_q W_k^T = a Z + b I, W_v W_o = a Z - b I.
+MIMETIC_QK = (0.7, 0.7)
+MIMETIC_VO = (0.4, 0.4)
 
 
 @dataclass(frozen=True)
@@ -49,6 +54,9 @@ class ModelConfig:
     tie_embeddings: bool = field(default=False, metadata={"help": "unembedding shares the token embedding"})
     init_std: float = field(default=0.02, metadata={
         "help": "normal init std of linear and embedding weights (0 = PyTorch's default inits)"})
+    attn_init: str = field(default="default", metadata={
+        "help": "default | mimetic: attention starts with W_q W_k^T ~ 0.7 I and W_v W_o ~ -0.4 I plus noise "
+                "(Trockman & Kolter 2023), so equal tokens attract from step 0"})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -58,6 +66,8 @@ class ModelConfig:
             raise UserError("model.n_layers, d_model, n_heads and d_ff must all be >= 1")
         if self.d_model % self.n_heads:
             raise UserError(f"model.d_model={self.d_model} is not divisible by model.n_heads={self.n_heads}")
+        if self.attn_init not in ATTN_INITS:
+            raise UserError(f"model.attn_init must be one of {ATTN_INITS}, got {self.attn_init!r}")
         if self.pos_encoding == "rope" and (self.d_model // self.n_heads) % 2:
             raise UserError(f"RoPE needs an even head dimension; d_model/n_heads = {self.d_model // self.n_heads}")
         return self
@@ -77,6 +87,14 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return x * cos + rotated * sin
 
 
+def _factor(alpha: float, beta: float, d: int, sign: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, R) with L @ R = alpha Z + sign beta I, Z ~ N(0, 1/d), singular values shared evenly;
+    columns of L (rows of R) in order of decreasing singular value."""
+    m = alpha * torch.randn(d, d) / math.sqrt(d) + sign * beta * torch.eye(d)
+    u, s, vh = torch.linalg.svd(m)
+    return u * s.sqrt(), s.sqrt()[:, None] * vh
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -85,6 +103,23 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
         self.hook_attn_scores = HookPoint()
         self.hook_pattern = HookPoint()
+
+    @torch.no_grad()
+    def mimetic_init(self) -> None:
+        """Per head, W_q^T W_k (d x d, rank head_dim) is the best rank-head_dim approximation of
+        a Z + b I, Z ~ N(0, 1/d) (equal tokens attract); over all heads, W_v^T W_o^T = a Z - b I
+        (an attended token's own features come back with a minus sign). The factors come from an
+        SVD, split evenly (U sqrt(S), sqrt(S) V^T). Biases start at zero."""
+        d, hd = self.qkv.in_features, self.head_dim
+        w = self.qkv.weight.view(3, self.n_heads, hd, d)           # [q|k|v, head, hd, d]
+        for h in range(self.n_heads):
+            left, right = _factor(*MIMETIC_QK, d, sign=1.0)
+            w[0, h], w[1, h] = left[:, :hd].T, right[:hd]
+        left, right = _factor(*MIMETIC_VO, d, sign=-1.0)         # x W_v^T W_o^T = x (a Z - b I)
+        w[2] = left.T.reshape(self.n_heads, hd, d)
+        self.out.weight.copy_(right.T)
+        self.qkv.bias.zero_()
+        self.out.bias.zero_()
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, rope: tuple[torch.Tensor, torch.Tensor] | None
                 ) -> torch.Tensor:
@@ -142,6 +177,9 @@ class Transformer(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         if cfg.init_std > 0:
             self.apply(self._init)
+        if cfg.attn_init == "mimetic":
+            for block in self.blocks:
+                block.attn.mimetic_init()
         if cfg.tie_embeddings:
             self.unembed.weight = self.embed.weight
 

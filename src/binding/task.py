@@ -396,6 +396,11 @@ def collate(parts: list[dict[str, np.ndarray]]) -> Batch:
     return Batch(**{k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in arrays.items()})
 
 
+def concat(batches: list[Batch]) -> Batch:
+    """Batches one after the other, padded to the widest and trimmed to the longest example."""
+    return collate([{f.name: getattr(b, f.name).numpy() for f in dataclasses.fields(b)} for b in batches])
+
+
 def describe(batch: Batch, i: int, vocab: Vocab, prediction: int | None = None) -> str:
     """One example in words: the sequence, then the two hops of the answer (and a prediction)."""
     n = int(batch.n[i])

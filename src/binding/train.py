@@ -9,9 +9,12 @@ few extra steps:
 `binding train` is the one-stage text regime: a text stage from scratch, with the run config's
 train section (AdamW, warmup + cosine decay, `max_steps`, `extra_steps`, the training aids of
 aids.py). A regime's later stages (curriculum.py) start from the previous stage's weights with the
-curriculum's rate schedule and caps. The loss is on the answer token only; ID accuracy is
+curriculum's rate schedule and caps. The loss is on the answer token (plus, when asked, the
+mechanism-neutral next-token loss); ID accuracy is
 measured on held-out examples in the stage's own mode (a mix stage takes the lower of text and
-image); the final evaluation is always text-only, ID and OOD.
+image); the final evaluation is always text-only, ID and OOD. Every evaluation also logs the plateau
+diagnostics (diagnostics.py) and, with a pool of repeated sequences (pool.py), the pool's accuracy.
+The optimizer is AdamW or Muon (optim.py).
 
 Resuming is exact: the batch of step t depends only on (seed, stream, t), model and optimizer
 states come back from the checkpoint, and metrics logged after the checkpoint are dropped and
@@ -48,9 +51,12 @@ from . import aids
 from .config import BindingConfig, CurriculumConfig
 from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
 from .hooks import run_with_cache
-from .images.contexts import ContextBatch, ImageSide, grounding_loss, model_inputs, sample_context
+from .diagnostics import plateau_diagnostics
+from .images.contexts import ContextBatch, ImageSide, as_context, grounding_loss, model_inputs, sample_context
 from .longest import LongestRegime
+from .optim import build_optimizer
 from .plots import plot_accuracy_by_n
+from .pool import Pool
 from .run import CHECKPOINT, build_model, model_weights
 from .step_loop import StepLoop, new_state
 from .task import PAD
@@ -220,8 +226,11 @@ class StageTrainer:
                 module.load_state_dict(state)
         self.params = list(self.model.parameters()) + (
             [p for p in self.image_side.parameters() if p.requires_grad] if has_image else [])
-        self.opt = torch.optim.AdamW(self.params, lr=plan.schedule.lr, weight_decay=cfg.train.weight_decay,
-                                     betas=(0.9, 0.98))
+        self.opt = build_optimizer(cfg.train.optimizer, self.params, self.model, plan.schedule.lr,
+                                   cfg.train.weight_decay)
+        tc = cfg.train   # the pool, like extra queries, belongs to `binding train` (a text stage from scratch)
+        self.pool = Pool(cfg.task, tc.pool_size, tc.pool_fraction, tc.batch_size, seed) \
+            if tc.pool_size and plan.is_run else None
 
     def init_from(self, run: Path) -> None:
         """train.init_from: another run's final model weights (same architecture and vocabulary)."""
@@ -245,8 +254,11 @@ class StageTrainer:
         mode = plan.stage.mode
         if mode == "mix":
             mode = "image" if rng.random() < plan.stage.image_fraction else "text"
-        cb = sample_context(mode, cfg.task, tc.batch_size, rng, noise_fill_to=cfg.curriculum.fill_to(),
+        fresh = self.pool.fresh if self.pool else tc.batch_size
+        cb = sample_context(mode, cfg.task, fresh, rng, noise_fill_to=cfg.curriculum.fill_to(),
                             image_side=self.image_side, **aids.sampling(tc, aids_on))
+        if self.pool:
+            cb = as_context(self.pool.mix(cb.text, rng))
         cur = cfg.curriculum
         ground = cur.grounding_weight if mode == "image" and rng.random() < cur.grounding_fraction else 0.0
         queries = aids.extra_queries(cb.text, cfg.task, tc, aids_on, self.seed, step) if plan.is_run else None
@@ -275,6 +287,11 @@ class StageTrainer:
             prefix = "" if self.plan.is_run else f"{mode}_"
             out[f"{prefix}id_accuracy"] = sum(acc.values()) / len(acc)
             out[f"{prefix}accuracy_by_n"] = {str(k): v for k, v in acc.items()}
+        if self.cfg.train.diagnostic_samples:
+            out |= plateau_diagnostics(self.model, self.cfg.task, self.cfg.train.diagnostic_samples, self.seed,
+                                       self.device)
+        if self.pool:
+            out["pool_accuracy"] = self.pool.accuracy(self.model, self.device)
         if self.plan.is_run:
             return out["id_accuracy"], out
         out["stage_id_accuracy"] = min(out[f"{m}_id_accuracy"] for m in modes)
@@ -287,9 +304,17 @@ class StageTrainer:
             "vocab_size": self.model.vocab_size})
 
 
+def next_token_loss(model, resid: torch.Tensor, tokens: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each text token's successor, read from the final residual [B, T, D]
+    (padding, noise and image positions carry no loss; the answer has its own loss)."""
+    target = tokens[:, 1:].masked_fill(~(text[:, 1:] & text[:, :-1]), -100)
+    logits = model.readout(resid[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-100)
+
+
 def stage_losses(model, image_side: ImageSide | None, cb: ContextBatch, cfg: BindingConfig, aids_on: bool,
                  ground: float, device: str, queries: tuple | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The answer loss; while aids are on, the loss aids (aids.py; noise and image positions
+    """The answer loss; the next-token loss (train.next_token_loss_weight); while aids are on, the loss aids (aids.py; noise and image positions
     excluded); on grounding batches, the grounding losses (images/contexts.py).
     queries: (tokens, positions [B, K], answers [B, K]) from `more_queries` (-100 answers carry no
     loss), asking K queries of each text example instead of one."""
@@ -314,6 +339,10 @@ def stage_losses(model, image_side: ImageSide | None, cb: ContextBatch, cfg: Bin
     hits = (logits.argmax(-1) == answer) & asked
     stats = {"loss": answer_loss.item(), "train_acc": (hits.sum() / asked.sum()).item()}
     total = answer_loss
+    if tc.next_token_loss_weight > 0:
+        nt_loss = next_token_loss(model, resid, tokens.to(device), text.to(device))
+        total = total + tc.next_token_loss_weight * nt_loss
+        stats["next_token_loss"] = nt_loss.item()
     if names:
         prev_target = aids.prev_targets(tokens.to(device), text.to(device))
         total, aux = aids.aid_losses(model, cache, tc, qpos if one else qpos[:, 0], cb.text.hop_target.to(device),

@@ -1,0 +1,123 @@
+"""A local Ray cluster that listens on loopback only, and checks that it does (both studies use Ray).
+
+Network safety: Ray is told to stay on 127.0.0.1 through two environment variables that must be
+set before `ray` is imported (`loopback_env()`, run when this module is imported; a plain
+`ray.init()`, even with `_node_ip_address="127.0.0.1"`, binds the machine's external address
+without them). `listening_sockets()` lists every TCP socket the cluster's processes listen on,
+so tests and commands can check that none is external, and `cluster_pids()` / `alive_pids()`
+that none outlives `ray.shutdown()`.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+LOOPBACK = "127.0.0.1"
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def loopback_env() -> None:
+    """Must run before `import ray` (it is read at import / start time)."""
+    os.environ.update(LOOPBACK_ENV)
+
+
+loopback_env()
+import ray  # noqa: E402
+
+
+def init_local(num_cpus: int, address: str | None = None, **kwargs) -> bool:
+    """Connect to the cluster at `address`, or start a one-machine cluster on loopback with
+    `num_cpus` CPUs (kwargs go to `ray.init`: resources, _system_config, ...). Returns whether
+    this call started it (and so should shut it down); False when Ray was already running."""
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, log_to_driver=False)
+        return True
+    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
+             configure_logging=False, **kwargs)
+    return True
+
+
+def shutdown() -> None:
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def descendants(pid: int) -> list[int]:
+    """pid and every process below it (via /proc), e.g. the driver's gcs_server, raylet, workers."""
+    children: dict[int, list[int]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(d.name))
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
+        out.append(p)
+        stack.extend(children.get(p, []))
+    return out
+
+
+def cluster_pids() -> list[int]:
+    """This process, its descendants, and any process whose command line names this Ray
+    session's directory (processes Ray may have re-parented)."""
+    pids = set(descendants(os.getpid()))
+    try:
+        session = ray._private.worker._global_node.get_session_dir_path()
+    except AttributeError:
+        session = None
+    if session:
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    if session.encode() in (d / "cmdline").read_bytes():
+                        pids.add(int(d.name))
+                except OSError:
+                    pass
+    return sorted(pids)
+
+
+def alive_pids(pids: list[int]) -> list[int]:
+    """Those of `pids` still running (zombies count as gone)."""
+    out = []
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z":
+            out.append(p)
+    return out
+
+
+def listening_sockets(pids: list[int] | None = None) -> list[tuple[str, int, int]]:
+    """[(local address, port, pid)] of listening TCP sockets owned by `pids` (default: this
+    process and its descendants), from `ss -ltnpH`."""
+    pids = set(cluster_pids() if pids is None else pids)
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    found = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        addr, _, port = parts[3].rpartition(":")
+        for pid in map(int, re.findall(r"pid=(\d+)", line)):
+            if pid in pids:
+                found.append((addr.strip("[]"), int(port), pid))
+    return found
+
+
+def is_loopback(addr: str) -> bool:
+    return addr in (LOOPBACK, "::ffff:127.0.0.1", "::1", "localhost")
+
+
+def external_sockets(pids: list[int] | None = None) -> list[tuple[str, int, int]]:
+    """Listening sockets of the cluster that are NOT on loopback (should be empty)."""
+    return [s for s in listening_sockets(pids) if not is_loopback(s[0])]
