@@ -6,6 +6,9 @@ tokens/s, the ratio, and achieved FLOP/s against this CPU's measured fp32 matmul
 
     python benchmarks/train_throughput.py [--preset cpu] [--steps 30] [--out benchmarks/results/train_throughput.json]
     python benchmarks/train_throughput.py --profile     # also: where one step of our model spends its CPU time
+    python benchmarks/train_throughput.py --grid --out benchmarks/results/train_throughput_grid.json
+        # batch 64 / 256 x threads 1 / 2: ours (eager, torch.compile, length-bucketed) against the
+        # textbook model, steps/s and examples/s, all measured in the same run, interleaved
 """
 from __future__ import annotations
 
@@ -71,6 +74,71 @@ def profile_ops(fn) -> list[tuple[str, float]]:
     return sorted(((k, t / total) for k, t in events), key=lambda kv: -kv[1])
 
 
+def bucketed(batch, parts: int = 2) -> list:
+    """The batch split by N into `parts` sub-batches, each trimmed to its own longest example:
+    the same examples with less padding (N 2..8 pads to 36 tokens; the mean example has 24)."""
+    order = batch.n.argsort()
+    return [batch.select(idx) for idx in order.chunk(parts)]
+
+
+def _trim(b):
+    from binding.task import seq_len
+
+    width = seq_len(int(b.n.max()))
+    return b.tokens[:, :width], b.query_pos, b.answer
+
+
+def grid(args, cfg) -> dict:
+    """steps/s and examples/s per (batch, threads, variant); every variant of a cell timed
+    alternately in `rounds` rounds, best round kept."""
+    import dataclasses
+
+    vocab = Vocab.of(cfg.task).size
+    cells = []
+    for batch_size in (64, 256):
+        batches = [sample_batch(cfg.task, batch_size, np.random.default_rng(i)) for i in range(args.steps)]
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(0)
+            ours = Transformer(cfg.model, vocab)
+            compiled_model = Transformer(cfg.model, vocab)
+            compiled = torch.compile(compiled_model, dynamic=True)
+            ref = TextbookTransformer(vocab, cfg.model.d_model, cfg.model.n_heads, cfg.model.d_ff,
+                                      cfg.model.n_layers, cfg.model.max_len)
+            variants = {"ours": (ours, lambda b: [_trim(b)]), "ours, torch.compile": (compiled, lambda b: [_trim(b)]),
+                        "ours, 2 length buckets": (ours, lambda b: [_trim(x) for x in bucketed(b)]),
+                        "textbook": (ref, lambda b: [_trim(b)])}
+            params = {"ours, torch.compile": compiled_model.parameters()}
+            opts = {k: torch.optim.AdamW(params.get(k, m.parameters()), lr=1e-3) for k, (m, _) in variants.items()}
+
+            def run(name: str) -> float:
+                model, split = variants[name]
+                t = time.perf_counter()
+                for b in batches:
+                    opts[name].zero_grad(set_to_none=True)
+                    for tokens, pos, ans in split(b):
+                        (F.cross_entropy(model(tokens, positions=pos), ans) * len(ans) / len(b)).backward()
+                    opts[name].step()
+                return time.perf_counter() - t
+
+            for name in variants:   # warm-up (and compilation)
+                run(name)
+            best = dict.fromkeys(variants, float("inf"))
+            for _ in range(args.rounds):
+                for k in variants:
+                    best[k] = min(best[k], run(k))
+            for name, sec in best.items():
+                cells.append({"batch": batch_size, "threads": threads, "variant": name,
+                              "steps_per_s": args.steps / sec, "examples_per_s": args.steps * batch_size / sec,
+                              "vs_textbook": best["textbook"] / sec})
+    print(f"{'batch':>5} {'thr':>3} {'variant':24} {'steps/s':>8} {'examples/s':>10} {'vs textbook':>11}")
+    for c in cells:
+        print(f"{c['batch']:5} {c['threads']:3} {c['variant']:24} {c['steps_per_s']:8.2f} {c['examples_per_s']:10.0f} "
+              f"{c['vs_textbook']:10.2f}x")
+    return {"preset": args.preset, "overrides": args.overrides, "steps": args.steps, "rounds": args.rounds,
+            "cells": cells, "model": dataclasses.asdict(cfg.model)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="cpu")
@@ -80,8 +148,14 @@ def main() -> None:
     ap.add_argument("--profile", action="store_true",
                     help="then profile our model's steps (torch.profiler) and list the ops by share of CPU time")
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. model.pos_encoding=learned")
+    ap.add_argument("--grid", action="store_true", help="the batch x threads x variant grid (see above)")
     args = ap.parse_args()
     cfg = apply_overrides(preset(args.preset), args.overrides)
+    if args.grid:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(grid(args, cfg), indent=2))
+        return
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)  # measure what training uses
     vocab = Vocab.of(cfg.task).size

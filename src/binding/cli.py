@@ -164,7 +164,8 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     if args.first_seed < 0:
         raise UserError("--first-seed must be >= 0")
     table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet,
-                      analysis=not args.no_analysis, first_seed=args.first_seed, analyze=cfg.analyze)
+                      analysis=not args.no_analysis, first_seed=args.first_seed, analyze=cfg.analyze,
+                      ray=args.ray, address=args.address)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
               f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy']})")
@@ -300,6 +301,10 @@ def _add_curriculum_commands(sub) -> None:
                     help="seeds are FIRST..FIRST+SEEDS-1 (add seeds to a study in another run or machine)")
     sp.add_argument("--workers", type=int, default=2, help="jobs in parallel (one thread each)")
     sp.add_argument("--no-analysis", action="store_true", help="skip the mechanism analysis of every regime")
+    sp.add_argument("--ray", action="store_true",
+                    help="run the jobs as Ray tasks on a local loopback cluster of --workers CPUs")
+    sp.add_argument("--address", default=None,
+                    help="run the jobs as Ray tasks on this existing cluster (its machines must share --out)")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_reproduce)
 

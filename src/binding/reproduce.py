@@ -7,7 +7,10 @@ dependency order: the text stage first (text-only), then the regimes that extend
 equal-compute control needs the other regimes' step counts; it starts once the text stage is done,
 beside the workers, trains up to the other regimes' progress and waits there until the longest
 one's total is known (`--follow`, binding/longest.py), so it trains alongside them instead of
-alone at the end. Each regime's mechanism analysis is a job of its own, run once the regime is
+alone at the end. With `--ray` (a local cluster on loopback) or `--address` (an existing Ray
+cluster whose machines share OUT's file system) each job is the same command run as a Ray task
+asking one CPU (the follower none: it runs beside the workers, as locally), so a cluster runs
+regimes x seeds in parallel, as `binding sweep` runs recipes. Each regime's mechanism analysis is a job of its own, run once the regime is
 trained, on a worker the training leaves idle (`binding curriculum --analyze`). Regimes that
 share a prefix share its stage folders, so the text stage is trained once per seed. The embedded
 encoder is pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are
@@ -88,8 +91,67 @@ def _doomed(job: tuple[str, int], jobs: dict, failed: list) -> bool:
     return job in failed or any(_doomed(d, jobs, failed) for d in jobs[job])
 
 
+class LocalJobs:
+    """Jobs as subprocesses of this process."""
+
+    def start(self, cmd: list[str], log_path: Path, env: dict, follower: bool):
+        log = open(log_path, "w")
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc.log = log
+        return proc
+
+    def returncode(self, proc) -> int | None:
+        rc = proc.poll()
+        if rc is not None:
+            proc.log.close()
+        return rc
+
+    def kill(self, proc) -> None:
+        proc.kill()
+        proc.wait()
+        proc.log.close()
+
+
+def _run_logged(cmd: list[str], log_path: str, env: dict) -> int:
+    """A job's command inside a Ray worker, its output into its log (on the shared file system).
+    Cancelling the task kills the worker, and Ray kills a dead worker's child processes with it
+    (tested), so a stopped job does not train on, orphaned."""
+    with open(log_path, "w") as log:
+        return subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **env}).returncode
+
+
+class RayJobs:
+    """Jobs as Ray tasks (one CPU each; a follower none), on a local loopback cluster or at `address`."""
+
+    def __init__(self, workers: int, address: str | None):
+        from lab import ray_local
+
+        self.started = ray_local.init_local(num_cpus=workers, address=address)
+        import ray
+
+        self.ray, self.remote = ray, ray.remote(max_retries=0)(_run_logged)
+
+    def start(self, cmd: list[str], log_path: Path, env: dict, follower: bool):
+        threads = {k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        return self.remote.options(num_cpus=0 if follower else 1).remote(cmd, str(log_path), threads)
+
+    def returncode(self, ref) -> int | None:
+        ready, _ = self.ray.wait([ref], timeout=0)
+        return self.ray.get(ref) if ready else None
+
+    def kill(self, ref) -> None:
+        self.ray.cancel(ref, force=True)
+
+    def close(self) -> None:
+        if self.started:
+            from lab import ray_local
+            ray_local.shutdown()
+
+
 def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], workers: int, quiet: bool,
-             analysis: bool = False) -> None:
+             analysis: bool = False, launcher=None) -> None:
+    """Every job, `workers` at a time, in dependency order; launcher: LocalJobs (default) or RayJobs."""
+    launcher = launcher or LocalJobs()
     jobs = {("@encoder", 0): []} | {(r, s): [(d, 0 if d == "@encoder" else s) for d in DEPENDS[r]]
                                      for s in seeds for r in REGIME_ORDER}
     if analysis:
@@ -113,25 +175,24 @@ def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], wor
             if sum(_is_follower(j) == follower for j in running) >= workers:
                 continue
             name = _job_name(job)
-            log = open(out / "logs" / f"{name}.log", "w")
             cmd = _command(preset, out, overrides, job)
-            running[job] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, name)
+            running[job] = (launcher.start(cmd, out / "logs" / f"{name}.log", env, follower), name)
             say(f"start {name}" + (" (follows the other regimes of its seed)" if follower else ""))
         if not running:
             blocked = [j for j in jobs if j not in done and j not in failed]
             failed += blocked   # their dependencies failed
             break
         time.sleep(1.0)
-        for job, (proc, log, name) in list(running.items()):
-            if proc.poll() is None and _is_follower(job) and _doomed(job, jobs, failed):
-                proc.kill()   # what it follows failed: it would wait for ever
-                proc.wait()
-            if proc.poll() is None:
+        for job, (handle, name) in list(running.items()):
+            rc = launcher.returncode(handle)
+            if rc is None and _is_follower(job) and _doomed(job, jobs, failed):
+                launcher.kill(handle)   # what it follows failed: it would wait for ever
+                rc = -9
+            if rc is None:
                 continue
-            log.close()
             del running[job]
-            (done.add(job) if proc.returncode == 0 else failed.append(job))
-            say(f"{'done' if proc.returncode == 0 else 'FAILED'} {name}")
+            (done.add(job) if rc == 0 else failed.append(job))
+            say(f"{'done' if rc == 0 else 'FAILED'} {name}")
     if failed:
         raise UserError(f"{len(failed)} job(s) failed or were blocked: "
                         + ", ".join(_job_name(j) for j in failed) + f"; see {out / 'logs'}")
@@ -139,13 +200,19 @@ def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], wor
 
 def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides: list[str] | None = None,
               workers: int = 2, quiet: bool = False, analysis: bool = True, first_seed: int = 0,
-              analyze=None) -> list[dict]:
-    """analyze: the AnalyzeConfig of the analysis jobs (the same overrides reach them)."""
+              analyze=None, ray: bool = False, address: str | None = None) -> list[dict]:
+    """analyze: the AnalyzeConfig of the analysis jobs (the same overrides reach them); ray /
+    address: run the jobs as Ray tasks (a local loopback cluster of `workers` CPUs, or `address`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(first_seed, first_seed + (seeds or SEEDS.get(preset, 1))))
     t0 = time.time()
-    run_jobs(preset, out, seed_list, overrides or [], workers, quiet, analysis)
+    launcher = RayJobs(workers, address) if ray or address else LocalJobs()
+    try:
+        run_jobs(preset, out, seed_list, overrides or [], workers, quiet, analysis, launcher)
+    finally:
+        if isinstance(launcher, RayJobs):
+            launcher.close()
     wall_s = time.time() - t0
     table = summarize(out, seed_list)
     atomic_write_json(out / "table.json", table)

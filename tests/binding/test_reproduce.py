@@ -119,3 +119,53 @@ def test_combine_rejects_a_seed_in_two_folders_and_a_folder_without_seeds(tmp_pa
     with pytest.raises(UserError, match="holds no seedS folders"):
         report.combine([tmp_path / "a", tmp_path / "empty"], tmp_path / "all")
     assert not (tmp_path / "all").exists()
+
+
+def _cmdline(proc_dir: Path) -> bytes:
+    try:
+        return (proc_dir / "cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One loopback Ray cluster for the module's tests; none of its processes may outlive it."""
+    import os
+    import shutil
+    import tempfile
+
+    from lab import ray_local
+
+    tmp = tempfile.mkdtemp(prefix="rr", dir="/tmp")   # short: Ray's socket paths have a length limit
+    os.environ["RAY_TMPDIR"] = tmp
+    try:
+        ray_local.init_local(num_cpus=2)
+        pids = ray_local.cluster_pids()
+        yield
+        ray_local.shutdown()
+        import time
+        time.sleep(1)
+        left = [p for p in ray_local.alive_pids(pids) if p != os.getpid()]
+        assert not left, f"Ray processes left behind: {left}"
+    finally:
+        os.environ.pop("RAY_TMPDIR", None)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_on_ray_jobs_keep_their_order_and_a_stopped_follower_leaves_no_process(monkeypatch, tmp_path, local_ray):
+    log = fake_commands(monkeypatch, tmp_path, fail="noise-text-seed0", hang="text-only-equal-compute-seed0")
+    with pytest.raises(UserError, match="noise-text-seed0.*text-only-equal-compute-seed0"):
+        reproduce.run_jobs("smoke", tmp_path, [0], [], workers=2, quiet=True, analysis=False,
+                           launcher=reproduce.RayJobs(2, None))
+    events = log.read_text().split("\n")[:-1]
+    at = {e: i for i, e in enumerate(events)}
+    assert at["end text-only-seed0"] < at["start noise-text-seed0"] and "start noise-image-text-seed0" not in at
+    assert "start text-only-equal-compute-seed0" in at
+    import time
+    time.sleep(1.0)
+    from lab.ray_local import alive_pids
+    jobs_left = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit()
+                 and str(log).encode() in _cmdline(d)]
+    assert not alive_pids(jobs_left), "the cancelled follower's command outlived its Ray task"
+    assert (tmp_path / "logs" / "text-only-seed0.log").exists()
