@@ -15,6 +15,7 @@ also records the curriculum. Analysis settings never make a trained run "differe
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from lab import config as cfglib
@@ -145,6 +146,13 @@ class CurriculumConfig:
         "help": "later stages also use the run's training aids (hop loss, previous-token loss, one-hop "
                 "queries) until their threshold holds (not in the paper; without them the cpu-scale "
                 "image stage stays on the 1/N plateau)"})
+    expand_n_colors: int = field(default=0, metadata={
+        "help": "vocabulary expansion (a regime's last stage, appendix D): colours after it (0 = as now)"})
+    expand_n_shapes: int = field(default=0, metadata={"help": "shapes after the expansion (0 = as now)"})
+    expand_n_items: int = field(default=0, metadata={"help": "items after the expansion (0 = as now)"})
+    expand_ood_n: tuple[int, int] = field(default=(0, 0), metadata={
+        "help": "OOD range after the expansion (0,0 = from the run's OOD start to the largest N the "
+                "expanded vocabularies allow, at most 32 as in the paper)"})
     render: RenderConfig = field(default_factory=lambda: RenderConfig(canvas_px=48, cell_px=8, sprite_px=8,
                                                                       patch_px=8))
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
@@ -162,6 +170,9 @@ class CurriculumConfig:
         if not 0.0 <= self.mix_image_fraction <= 1.0 or not 0.0 <= self.grounding_fraction <= 1.0:
             raise UserError("curriculum.mix_image_fraction and grounding_fraction must be in [0, 1]")
         return self
+
+    def expands(self) -> bool:
+        return any((self.expand_n_colors, self.expand_n_shapes, self.expand_n_items))
 
     def fill_to(self) -> int:
         """The span noise tokens fill the context to (spec §4: the image's token count by default)."""
@@ -237,6 +248,32 @@ class BindingConfig:
             raise UserError(f"noise/image contexts need {longest} positions; model.max_len={self.model.max_len}")
         return self
 
+    def expanded(self) -> "BindingConfig":
+        """The config of a vocabulary-expansion stage: the curriculum's larger vocabularies and OOD
+        range (the paper's N = 32 where they allow it), and room for the longest sequence."""
+        cur, task = self.curriculum, self.task
+        if not cur.expands():
+            raise UserError("a vocabulary expansion needs curriculum.expand_n_colors, expand_n_shapes "
+                            "or expand_n_items (the sizes after it)")
+        sizes = {name: getattr(cur, f"expand_{name}") or getattr(task, name)
+                 for name in ("n_colors", "n_shapes", "n_items")}
+        for name, size in sizes.items():
+            if size < getattr(task, name):
+                raise UserError(f"curriculum.expand_{name}={size} is smaller than the trained vocabulary "
+                                f"(task.{name}={getattr(task, name)}); an expansion only adds tokens")
+        ood = cur.expand_ood_n
+        if ood == (0, 0):
+            ood = (task.ood_n[0], max(task.ood_n[0], min(32, *sizes.values())))
+        new_task = dataclasses.replace(task, **sizes, ood_n=tuple(ood))   # validates the range
+        longest = Layout(new_task.max_n).length
+        model = self.model
+        if longest > model.max_len:
+            if model.pos_encoding == "learned":
+                raise UserError(f"the expanded task needs {longest} positions; learned positions stop at "
+                                f"model.max_len={model.max_len} and cannot grow")
+            model = dataclasses.replace(model, max_len=longest)   # RoPE / NoPE: nothing to learn for it
+        return dataclasses.replace(self, task=new_task, model=model)
+
     def run_dict(self) -> dict:
         """The sections that define a trained model, as a run directory's config.json records them."""
         return {name: cfglib.to_dict(getattr(self, name)) for name in RUN_SECTIONS}
@@ -286,7 +323,8 @@ def _preset_cpu() -> BindingConfig:
                           prev_token_layer=1, checkpoint_every=100, final_samples_per_n=500,
                           device="cpu", threads=1),
         curriculum=CurriculumConfig(stage_lr=2e-3, stage_min_lr_ratio=0.1, stage_decay_steps=1200,
-                                    stage_cooldown=True, mix_stage_lr=5e-4, stage_extra_steps=100),
+                                    stage_cooldown=True, mix_stage_lr=5e-4, stage_extra_steps=100,
+                                    expand_n_colors=64, expand_n_shapes=64, expand_n_items=32),
     )
 
 
@@ -302,6 +340,7 @@ def _preset_smoke() -> BindingConfig:
                           checkpoint_every=20,
                           final_samples_per_n=64, device="cpu", threads=1),
         curriculum=CurriculumConfig(stage_max_steps=20, stage_extra_steps=10, stage_warmup_steps=5,
+                                    expand_n_colors=16, expand_n_shapes=16, expand_n_items=10,
                                     render=RenderConfig(canvas_px=32, cell_px=8, sprite_px=8, patch_px=8,
                                                         n_colors=12, n_shapes=12),
                                     encoder=EncoderConfig(kind="linear"), encoder_pretrain_steps=20),

@@ -13,6 +13,14 @@ stops at `stage_max_steps`. The named regimes:
     mixed-from-start          mix, from scratch
     text-only-equal-compute   text -> more text, as many steps in all as the longest other regime of
                               its seed (longest.py; with --follow it starts alongside them)
+    appendix                  the appendix's order (D): text -> noise -> image -> mix -> vocabulary
+                              expansion (the mix continued on the larger vocabularies, expand.py)
+    text-only+expand          text -> vocabulary expansion: the appendix order's control, evaluated
+                              on the same (expanded) OOD range
+
+Any regime R can end with the expansion stage: `R+expand`. Regimes that end with one are evaluated
+on the expanded task (OOD to N = 32 where the vocabularies allow it), so they are compared with
+each other, never averaged with the others.
 
 Stage directories nest by prefix, so regimes that share a prefix share its stages:
 
@@ -47,9 +55,21 @@ from .longest import LongestRegime
 from .train import MATCH_LONGEST, Stage, train_stage
 
 
+EXPAND = "+expand"
+MAIN_TEXT = ("text-only", "noise-text", "image-text", "noise-image-text", "mixed-from-start",
+             "text-only-equal-compute")   # the paper's main-text regimes (and the equal-compute control)
+
+
+def with_expansion(stages: list[Stage]) -> list[Stage]:
+    """The regime, then the vocabulary expansion in its last stage's mode (a mix stays a mix)."""
+    last = stages[-1]
+    return [*stages, Stage(last.mode if last.mode in ("text", "mix") else "text", last.image_fraction
+                           if last.mode == "mix" else 0.0, expand=True)]
+
+
 def regimes(cur: CurriculumConfig) -> dict[str, list[Stage]]:
     text, noise, image, mix = Stage("text"), Stage("noise"), Stage("image"), Stage("mix", cur.mix_image_fraction)
-    return {
+    table = {
         "text-only": [text],
         "noise-text": [text, noise],
         "image-text": [text, image, mix],
@@ -57,6 +77,19 @@ def regimes(cur: CurriculumConfig) -> dict[str, list[Stage]]:
         "mixed-from-start": [mix],
         "text-only-equal-compute": [text, Stage("text", fixed_steps=MATCH_LONGEST)],
     }
+    return table | {"appendix": with_expansion(table["noise-image-text"]),
+                    "text-only" + EXPAND: with_expansion(table["text-only"])}
+
+
+def regime_stages(name: str, cur: CurriculumConfig) -> list[Stage]:
+    """A named regime's stages; `R+expand` is R ending with the vocabulary expansion."""
+    table = regimes(cur)
+    if name in table:
+        return table[name]
+    if name.endswith(EXPAND) and name[:-len(EXPAND)] in MAIN_TEXT[:-1]:
+        return with_expansion(table[name[:-len(EXPAND)]])
+    raise UserError(f"unknown regime {name!r}; choose one of {list(table)}, or R+expand for R in "
+                    f"{list(MAIN_TEXT[:-1])}")
 
 
 def needs_images(stages: list[Stage]) -> bool:
@@ -90,14 +123,14 @@ def run_regime(name: str, cfg: BindingConfig, out: str | Path, seed: int, quiet:
     """Train every stage of regime `name` (reusing stages already in OUT), then summarise it.
     follow (text-only-equal-compute only): start while the other regimes still train (LongestRegime)."""
     cfg.check_curriculum()
-    table = regimes(cfg.curriculum)
-    if name not in table:
-        raise UserError(f"unknown regime {name!r}; choose one of {list(table)}")
-    stages, out = table[name], Path(out)
+    stages, out = regime_stages(name, cfg.curriculum), Path(out)
+    if any(s.expand for s in stages):
+        cfg.expanded()   # an impossible expansion fails before any stage trains
     seed_dir = out / f"seed{seed}"
     longest = None
     if any(s.fixed_steps == MATCH_LONGEST for s in stages):
-        others = {r: stage_dirs(seed_dir, st) for r, st in table.items() if not r.startswith("text-only")}
+        others = {r: stage_dirs(seed_dir, regime_stages(r, cfg.curriculum)) for r in MAIN_TEXT
+                  if not r.startswith("text-only")}
         longest = LongestRegime(seed_dir, others, follow, quiet=quiet)
     elif follow:
         raise UserError("--follow applies only to text-only-equal-compute")

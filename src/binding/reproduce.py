@@ -35,12 +35,14 @@ from pathlib import Path
 from lab.errors import UserError
 from lab.io import atomic_write_json
 
+from .curriculum import MAIN_TEXT
 from .report import REGIME_ORDER, summarize, write_report
 
 SEEDS = {"smoke": 1, "cpu": 1, "paper": 4}
 DEPENDS = {"text-only": [], "noise-text": ["text-only"], "image-text": ["text-only", "@encoder"],
            "noise-image-text": ["noise-text", "@encoder"], "mixed-from-start": ["@encoder"],
-           "text-only-equal-compute": [r for r in REGIME_ORDER if r != "text-only-equal-compute"]}
+           "text-only-equal-compute": [r for r in MAIN_TEXT if r != "text-only-equal-compute"],
+           "appendix": ["noise-image-text"], "text-only+expand": ["text-only"]}
 # Followers start once these are done, beside the `--workers` jobs (not counted among them): the
 # control trains up to the other regimes' progress and waits there (`binding curriculum --follow`)
 FOLLOWERS = {"text-only-equal-compute": ["text-only"]}

@@ -59,7 +59,8 @@ from .plots import plot_accuracy_by_n
 from .pool import Pool
 from .run import CHECKPOINT, build_model, model_weights
 from .step_loop import StepLoop, new_state
-from .task import PAD
+from .expand import expand_state
+from .task import PAD, TaskConfig, Vocab
 
 MODES = ("text", "noise", "image", "mix")
 MATCH_LONGEST = -1   # Stage.fixed_steps: as many steps in all as the longest other regime
@@ -70,12 +71,15 @@ EVAL_BATCH = 512     # held-out examples per forward pass in an ID evaluation
 class Stage:
     mode: str
     image_fraction: float = 0.0   # mix stages
+    expand: bool = False          # grows the vocabularies first (expand.py; the curriculum's expand_* sizes)
     fixed_steps: int = 0          # > 0: exactly this many steps (its threshold only switches the aids off);
                                   # MATCH_LONGEST: as many steps in all as the longest other
                                   # regime, known at run time (tag "text+longest")
 
     @property
     def tag(self) -> str:
+        if self.expand:
+            return dataclasses.replace(self, expand=False).tag + "-expand"
         if self.mode == "mix":
             return f"mix{round(100 * self.image_fraction)}"
         if self.fixed_steps == MATCH_LONGEST:
@@ -171,7 +175,7 @@ def identity(cfg: BindingConfig, plan: Plan) -> dict:
         return {}
     cur = cfg.curriculum
     return json.loads(json.dumps({
-        "stage": dataclasses.asdict(plan.stage),
+        "stage": {k: v for k, v in dataclasses.asdict(plan.stage).items() if k != "expand" or v},
         "parent": str(plan.parent) if plan.parent else None,
         # the image vocabulary may be smaller than the text one (spec §3): recorded here
         "image_vocab": {"n_colors": min(cfg.task.n_colors, cur.render.n_colors),
@@ -190,6 +194,8 @@ def _comparable(saved: dict, is_run: bool) -> dict:
     if not is_run:   # stage folders written before the config tree kept the curriculum beside "config"
         cur = cfglib.to_dict(cfglib.from_dict(CurriculumConfig, config.get("curriculum") or saved.get("curriculum")))
         out |= {k: saved.get(k) for k in ("stage", "parent", "image_vocab")}
+        if not (saved.get("stage") or {}).get("expand"):   # the sizes after an expansion concern that stage only
+            cur = {k: v for k, v in cur.items() if not k.startswith("expand_")}
         out["curriculum"] = {**cur, "encoder": {**cur["encoder"], "path": None}}
     return out
 
@@ -216,7 +222,12 @@ class StageTrainer:
         self.cfg, self.plan, self.seed, self.device = cfg, plan, seed, device
         seed_everything(seed)
         self.model = build_model(cfg).to(device)
-        parent = load_checkpoint(plan.parent / CHECKPOINT)[0] if plan.parent else {}
+        parent, parent_meta = load_checkpoint(plan.parent / CHECKPOINT) if plan.parent else ({}, {})
+        if plan.stage.expand:   # the previous stage's model, grown to this stage's vocabularies
+            old = Vocab.of(cfglib.from_dict(TaskConfig, parent_meta["task_config"]))
+            model = expand_state(module_state(parent, "model"), old, Vocab.of(cfg.task), seed)
+            parent = {k: v for k, v in parent.items() if not k.startswith("model.")} | \
+                {f"model.{k}": v for k, v in model.items()}
         has_image = plan.stage.uses_images or any(k.startswith("image.") for k in parent)
         cur = cfg.curriculum
         self.image_side = ImageSide(cur.encoder, cur.render, cfg.model.d_model).to(device) if has_image else None
@@ -384,6 +395,8 @@ def train_stage(cfg: BindingConfig, stage: Stage, stage_dir: str | Path, seed: i
     matched = stage.fixed_steps == MATCH_LONGEST
     if matched and longest is None:
         raise ValueError("a MATCH_LONGEST stage needs `longest`")
+    if stage.expand:
+        cfg = cfg.expanded()   # the larger vocabularies and OOD range are this stage's task
     plan = plan_stage(cfg, stage, index, parent)
     check_folder(stage_dir, cfg, plan, seed)
     if (stage_dir / "results.json").exists():
