@@ -42,9 +42,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..config import RuntimeConfig
 from ..models import PartitionedModel
+from ..topology import LOGITS, AliveMask, producer_flags
 from .cluster import ray
-from .supervisor import RuntimeConfig, Supervisor
+from .supervisor import Supervisor
 
 
 class ServiceUnavailable(RuntimeError):
@@ -78,7 +80,6 @@ class Router:
         self.key = key
         self._owns_supervisor = supervisor is None
         self.supervisor = supervisor or Supervisor({key: model}, cfg)
-        self.cfg = self.supervisor.cfg
         self.topology = model.topology
         self.consumers = {n: model.nodes[n].consumers for n in self.topology.chain}
         self.producers = {n: model.nodes[n].producers for n in self.topology.chain}
@@ -95,6 +96,11 @@ class Router:
         self._pool: ThreadPoolExecutor | None = None
         self._batcher: threading.Thread | None = None
         self._stopping = threading.Event()
+
+    @property
+    def cfg(self) -> RuntimeConfig:
+        """The settings of the node processes this router routes through (the supervisor's)."""
+        return self.supervisor.cfg
 
     def start(self) -> "Router":
         self.supervisor.start()
@@ -231,33 +237,32 @@ class Router:
                     calls[later] = self._submit(later, calls[later].handle, calls[later].generation, calls, x_np, b)
             _cancel(call.refs[0])
             inputs_at = time.perf_counter()
-        alive_mask = {n: n in calls for n in topo.failure_prone}
-        connected = topo.connected(alive_mask | {topo.iot: True, topo.cloud: True})
+        alive = AliveMask.from_nodes(topo, calls)   # the nodes that delivered
         try:
             logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=deadline_s)))
         except ray.exceptions.RayError as e:
             raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
-        if connected:
+        if alive.connected:
             preds = logits.argmax(1).tolist()
         else:
             with self._rng_lock:
                 preds = self._rng.choice(len(self.prior), size=b, p=self.prior).tolist()
-        return Answer(logits, preds, alive_mask, connected, reason, 1e3 * (time.perf_counter() - t0))
+        return Answer(logits, preds, alive.failure_prone(), alive.connected, reason, 1e3 * (time.perf_counter() - t0))
 
     def _submit(self, name: str, handle, generation: int, calls: dict, x_np: np.ndarray, b: int) -> "_Call":
         """Call `name` with its producers' output refs as arguments (Ray hands them over when
         they are ready, actor to actor); a producer not in `calls` is dead: None, alive 0."""
         iot, omit = self.topology.iot, ()
         if name == iot:
-            inputs, alive, omit = [x_np], {"input": 1.0}, self.direct
+            inputs, omit = [x_np], self.direct
         else:
             def arg(p: str):
                 if p == iot and name in self.direct:
                     return x_np                # the raw input, from the router instead of through the IoT
                 return calls[p].sent[name] if p in calls else None
             inputs = [arg(p) for p in self.producers[name]]
-            alive = {p: (1.0 if p in calls else 0.0) for p in self.producers[name]}
-        consumers = tuple(c for c in self.consumers[name] or ("logits",) if c not in omit)
+        alive = producer_flags(self.producers[name], calls)
+        consumers = tuple(c for c in self.consumers[name] or (LOGITS,) if c not in omit)
         refs = handle.forward.options(num_returns=1 + len(consumers)).remote(self.key, alive, b, omit, *inputs)
         refs = refs if consumers else [refs]   # one return (vanilla's IoT, its only link omitted): a bare ref
         return _Call(handle, generation, refs, dict(zip(consumers, refs[1:])))
@@ -268,7 +273,7 @@ class _Call:
     handle: object
     generation: int
     refs: list                      # [status ref, one ref per consumer]
-    sent: dict                      # consumer (or "logits") -> ref of what this node sends it
+    sent: dict                      # consumer (or LOGITS) -> ref of what this node sends it
 
 
 class _EndpointDown(Exception):
