@@ -193,12 +193,27 @@ class Router:
                 time.sleep(0.05)
 
     def _route(self, x: torch.Tensor, t0: float) -> Answer:
-        topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
-        b = x.shape[0]
+        topo, b = self.topology, x.shape[0]
         x_np = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        reason: dict[str, str] = {}
+        reason: dict[str, str] = {}                  # failure-prone node -> why it is dead for this request
+        calls = self._submit_graph(x_np, reason)
+        self._confirm_hops(calls, x_np, reason)
+        alive = AliveMask.from_nodes(topo, calls)   # the nodes that delivered
+        try:
+            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=self.cfg.hop_deadline_s)))
+        except ray.exceptions.RayError as e:
+            raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
+        if alive.connected:
+            preds = logits.argmax(1).tolist()
+        else:
+            with self._rng_lock:
+                preds = self._rng.choice(len(self.prior), size=b, p=self.prior).tolist()
+        return Answer(logits, preds, alive.failure_prone(), alive.connected, reason, 1e3 * (time.perf_counter() - t0))
+
+    def _submit_graph(self, x_np: np.ndarray, reason: dict[str, str]) -> dict[str, "_Call"]:
+        """1. The whole graph at once, every node the supervisor reports up assumed to deliver."""
+        topo, sup = self.topology, self.supervisor
         calls: dict[str, _Call] = {}
-        # 1. The whole graph at once, every node the supervisor reports up assumed to deliver.
         for name in topo.chain:
             target = sup.routable(name)
             if target is None:
@@ -206,10 +221,14 @@ class Router:
                     raise _EndpointDown(f"{name} is {sup.nodes[name].state}")
                 reason[name] = sup.nodes[name].state  # known down / hung / starting: skip at once
                 continue
-            calls[name] = self._submit(name, *target, calls, x_np, b)
-        # 2. Confirm hop by hop in chain order. A hop's deadline runs from the moment its inputs were
-        # there (the previous hop confirmed, or the call made); a hop that fails or misses it is
-        # dead for this request, and every later hop is submitted again without it.
+            calls[name] = self._submit(name, *target, calls, x_np, x_np.shape[0])
+        return calls
+
+    def _confirm_hops(self, calls: dict[str, "_Call"], x_np: np.ndarray, reason: dict[str, str]) -> None:
+        """2. Confirm hop by hop in chain order. A hop's deadline runs from the moment its inputs were
+        there (the previous hop confirmed, or the call made); a hop that fails or misses it is dead
+        for this request (dropped from `calls`), and every later hop is submitted again without it."""
+        topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
         inputs_at = time.perf_counter()
         for i, name in enumerate(topo.chain):
             call = calls.get(name)
@@ -234,20 +253,10 @@ class Router:
             for later in topo.chain[i + 1:]:
                 if later in calls:
                     _cancel(calls[later].refs[0])
-                    calls[later] = self._submit(later, calls[later].handle, calls[later].generation, calls, x_np, b)
+                    calls[later] = self._submit(later, calls[later].handle, calls[later].generation, calls, x_np,
+                                                x_np.shape[0])
             _cancel(call.refs[0])
             inputs_at = time.perf_counter()
-        alive = AliveMask.from_nodes(topo, calls)   # the nodes that delivered
-        try:
-            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=deadline_s)))
-        except ray.exceptions.RayError as e:
-            raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
-        if alive.connected:
-            preds = logits.argmax(1).tolist()
-        else:
-            with self._rng_lock:
-                preds = self._rng.choice(len(self.prior), size=b, p=self.prior).tolist()
-        return Answer(logits, preds, alive.failure_prone(), alive.connected, reason, 1e3 * (time.perf_counter() - t0))
 
     def _submit(self, name: str, handle, generation: int, calls: dict, x_np: np.ndarray, b: int) -> "_Call":
         """Call `name` with its producers' output refs as arguments (Ray hands them over when
