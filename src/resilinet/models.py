@@ -4,12 +4,14 @@ Each node is separately callable, so a distributed runtime can host one per proc
 
     sent = node(inputs, alive)
     # inputs: {producer name: tensor the producer sent to this node, or None if nothing arrived}
-    # alive:  {producer name: 1.0 / 0.0 (or [B] per sample)}; a dead producer's input counts as 0
+    # alive:  {producer name: 1.0 / 0.0 (or [B] per sample)} (`topology.producer_flags`); a dead
+    #         producer's input counts as 0; the IoT's only producer is INPUT, the sensor reading
     # sent:   {consumer name: tensor} -- what this node sends on each outgoing link; skip
-    #         projections are computed here, on the SENDING node. The cloud returns {"logits": ...}.
+    #         projections are computed here, on the SENDING node. The cloud returns {LOGITS: ...}.
 
-`PartitionedModel.forward(x, alive)` runs the whole chain in one process with an alive mask:
-that is the simulation the paper uses, and what training and evaluation call.
+`PartitionedModel.forward(x, alive)` runs the whole chain in one process with an alive mask
+(`AliveMask.floats()`, or per-sample `alive_columns`): that is the simulation the paper uses, and
+what training and evaluation call.
 """
 from __future__ import annotations
 

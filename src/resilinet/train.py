@@ -119,7 +119,7 @@ def _check_out_dir(out: Path, cfg: Config, seed: int) -> bool:
         saved = read_json(out / "config.json", "run config")
         if not same_trained_model(run_config(saved.get("config") or {}), cfg) or saved.get("seed") != seed:
             raise UserError(f"{out} holds a run with a different config or seed; use another --out "
-                            f"or the run's own config (resilinet train --resume {out})")
+                            f"or run the command that started it again to resume it")
         return True
     if (out / "results.json").exists() or (out / "metrics.jsonl").exists():
         raise UserError(f"{out} already holds a run without a checkpoint to resume from; use another --out")

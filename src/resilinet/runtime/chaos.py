@@ -7,7 +7,8 @@ for answered examples i with pattern p_i, E = mean_i acc(p_i), where acc(p) is t
 accuracy under pattern p (the guess accuracy sum_c p_c^2 when no path survived); the answers are
 independent Bernoulli(acc(p_i)) draws, so the standard error is sqrt(sum_i acc(p_i)(1 - acc(p_i))) / N
 and the run passes when |empirical - E| <= 3 SE, no request was lost or failed, and every node is
-up again at the end.
+up again at the end. acc(p) is read from the run's results.json (written by `resilinet train`),
+not recomputed; the test split is read only for the examples the clients send.
 """
 from __future__ import annotations
 
