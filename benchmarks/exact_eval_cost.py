@@ -22,7 +22,8 @@ from lab.io import atomic_write_json
 from lab.report import md_table
 from timing import best_of
 from resilinet.evaluate import clean_accuracy, exact_pattern_accuracies, naive_pattern_accuracies
-from resilinet.models import ModelConfig, build_model
+from resilinet.config import ModelConfig
+from resilinet.models import build_model
 
 # (label, arch, per-example input shape, ModelConfig overrides, fraction of --n used: the
 # paper-size CNNs are ~50x costlier per image, so they time a quarter of the examples)

@@ -89,11 +89,11 @@ def chain_traffic(run: str, batch: int = 1024) -> dict:
     """Bytes one route of `batch` examples moves, its actor calls, and the in-process compute."""
     import torch
 
-    from resilinet.models import INPUT, LOGITS
-    from resilinet.train import load_run
+    from resilinet.run import load_run
+    from resilinet.topology import INPUT, LOGITS
 
     torch.set_num_threads(1)
-    model = load_run(run)[1].eval()
+    model = load_run(run)[1]
     x = torch.zeros(batch, *model.input_shape)
     links_mb, sent = {}, {INPUT: {model.topology.iot: x}}
     with torch.no_grad():

@@ -16,7 +16,7 @@ back; a node process is SIGKILLed (or SIGSTOPped: a hang) and the time from the 
 first answer that reports the node dead is measured, several times.
 Goals (issue): throughput with concurrency >= half of in-process for the MLP chain; failover
 within the per-hop deadline + 100 ms. On 2 shared cores the Ray actors, the router and the
-clients all compete for the same CPUs; see docs/RESULTS.md for the measured figures.
+clients all compete for the same CPUs; see docs/results/resilinet-runtime.md for the measured figures.
 """
 from __future__ import annotations
 
@@ -231,18 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--paths: unknown {sorted(unknown)}; choose from router, router-relay, http, http-bin")
 
+    from resilinet.config import RuntimeConfig
+    from resilinet.data import load_splits
+    from resilinet.run import load_run
     from resilinet.runtime.service import start_service, stop_service
-    from resilinet.runtime.supervisor import RuntimeConfig
-    from resilinet.train import load_run, load_splits
 
     torch.set_num_threads(1)
     cfg, model, seed = load_run(args.run)
-    model.eval()
     x = load_splits(cfg, seed).x_test
-    rt_cfg = RuntimeConfig(hop_deadline_s=args.hop_deadline_s)
-    if args.routes_in_flight is not None:
-        rt_cfg.routes_in_flight = args.routes_in_flight
-    service = start_service(args.run, port=0, cfg=rt_cfg)
+    rt_cfg = RuntimeConfig(hop_deadline_s=args.hop_deadline_s, port=0,
+                           **({} if args.routes_in_flight is None else {"routes_in_flight": args.routes_in_flight}))
+    service = start_service(args.run, rt_cfg)
     router = service.router
     rows = []
     try:

@@ -1,21 +1,23 @@
 """`resilinet` command line: train, evaluate, reproduce, ablate, config; serve, chaos (runtime).
 
 Every subcommand takes a preset (named config) and any number of `section.field=value`
-overrides; `resilinet config --preset cpu` lists every field with its value and meaning.
+overrides (`serve` and `chaos`: `runtime.field=value`); `resilinet config --preset cpu` lists every
+field with its value and meaning.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from lab.config import describe, to_dict
+from lab.config import apply_overrides, describe
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 
-from .config import PRESETS, Config, make_config
+from .config import PRESETS, TRAINED_SECTIONS, Config, RuntimeConfig, make_config
+from .studies import ABLATION_GROUPS, ablation_specs, reproduce_specs
 
 EXAMPLES = {
     "train": """examples:
@@ -35,16 +37,20 @@ Writes OUT/report.md (tables, checks, figures), OUT/summary.json and OUT/runs/<r
   resilinet ablate --preset cpu --out runs/ablate --only failout,skips --seeds 0""",
     "serve": """examples:
   resilinet serve --run runs/mlp-resilinet --host 127.0.0.1 --port 8100
+  resilinet serve --run runs/mlp-resilinet runtime.batch_examples=0 runtime.hung_restart_s=5
   curl -s -X POST 127.0.0.1:8100/predict -d '{"inputs": [[0.0, ...784 numbers...]]}'
   curl -s 127.0.0.1:8100/status""",
     "chaos": """examples:
   resilinet chaos --run runs/mlp-resilinet --duration 120 --kill-every 10 --hang-every 15
-  resilinet chaos --run runs/mlp-resilinet --duration 20 --kill-every 5 --hang-every 0 --out /tmp/chaos""",
+  resilinet chaos --run runs/mlp-resilinet --duration 20 --kill-every 5 --hang-every 0 --out /tmp/chaos
+  resilinet chaos --run runs/mlp-resilinet --duration 20 runtime.hop_deadline_s=0.25""",
 }
 
 
-def _config_help() -> str:
-    rows = describe(Config())
+
+
+def _config_help(sections: tuple[str, ...] = TRAINED_SECTIONS) -> str:
+    rows = [r for r in describe(Config()) if r[0].split(".")[0] in sections]
     width = max(len(k) for k, _, _ in rows)
     body = "\n".join(f"  {k:<{width}}  {h}" for k, _, h in rows)
     return ("config fields (override as section.field=value; `resilinet config --preset cpu` shows "
@@ -67,51 +73,56 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8100 if p.prog.endswith("serve") else 0,
-                   help="HTTP port (serve default 8100; chaos default 0 = any free port)")
-    p.add_argument("--hop-deadline-s", type=float, default=0.5,
-                   help="a producer silent this long after its call is dead for the request (default 0.5)")
+# -- the parser ------------------------------------------------------------------------------------
+FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _command(sub, name: str, helptext: str, description: str, epilog: str, run: bool = False) -> argparse.ArgumentParser:
+    """One subcommand's parser; with `run`, its required --run (a `resilinet train` directory)."""
+    p = sub.add_parser(name, help=helptext, description=description, epilog=epilog, formatter_class=FMT)
+    if run:
+        p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+    return p
+
+
+def _add_runtime(p: argparse.ArgumentParser, port: str) -> None:
+    """The flags for the most used runtime.* fields (a flag given wins over an override)."""
+    p.add_argument("--host", default=None, help="HTTP bind address (runtime.host, default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help=f"HTTP port (runtime.port; {port})")
+    p.add_argument("--hop-deadline-s", type=float, default=None,
+                   help="a producer silent this long after its call is dead for the request "
+                        "(runtime.hop_deadline_s, default 0.5)")
     p.add_argument("--relay-input", action="store_true",
                    help="send the raw input to the edge through the IoT process, the physical path when the "
-                        "service does not run beside the data source (default: the router sends it itself, "
-                        "one transfer less; MLP only, where the IoT has no layers)")
+                        "service does not run beside the data source (runtime.input_direct=false; default: the "
+                        "router sends it itself, one transfer less; MLP only, where the IoT has no layers)")
     p.add_argument("--address", default=None,
                    help="join a running Ray cluster (e.g. 127.0.0.1:6379) whose machines carry the role "
-                        "resources iot/edge/fog/cloud; default: start a local loopback cluster")
+                        "resources iot/edge/fog/cloud (runtime.address); default: start a local loopback cluster")
+    p.add_argument("overrides", nargs="*", metavar="runtime.field=value",
+                   help="runtime overrides, e.g. runtime.batch_examples=0 (see `resilinet config`)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    fmt = argparse.RawDescriptionHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="resilinet", formatter_class=fmt,
-        description="ResiliNet (arXiv 2002.07386): DNNs partitioned over IoT -> edge -> fog -> cloud that "
-                    "keep working when nodes fail (skip hyperconnections + failout), simulated in one process.",
-        epilog="Start with: resilinet reproduce --preset cpu --out runs/reproduce\n"
-               "Run `resilinet <command> --help` for each command's options.")
-    sub = parser.add_subparsers(dest="command", metavar="command")
-
-    p = sub.add_parser("train", help="train one model into a run directory", formatter_class=fmt,
-                       description="Train one partitioned model; select the epoch with the best clean "
-                                   "validation accuracy; evaluate it exactly under every failure pattern.",
-                       epilog=EXAMPLES["train"] + "\n\n" + _config_help())
+def _add_train_and_evaluate(sub) -> None:
+    p = _command(sub, "train", "train one model into a run directory",
+                 "Train one partitioned model; select the epoch with the best clean validation accuracy; "
+                 "evaluate it exactly under every failure pattern.", EXAMPLES["train"] + "\n\n" + _config_help())
     p.add_argument("--out", required=True, help="run directory (created; an interrupted run resumes)")
     p.add_argument("--seed", type=int, default=0, help="seed for data split, init, order, failout (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     _add_common(p)
 
-    p = sub.add_parser("evaluate", help="exact (and optional Monte-Carlo) accuracy under failures",
-                       formatter_class=fmt, epilog=EXAMPLES["evaluate"],
-                       description="Evaluate a trained run over all 2^n alive/dead patterns of its "
-                                   "failure-prone nodes and every reliability setting; write JSON.")
-    p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+    p = _command(sub, "evaluate", "exact (and optional Monte-Carlo) accuracy under failures",
+                 "Evaluate a trained run over all 2^n alive/dead patterns of its failure-prone nodes and "
+                 "every reliability setting; write JSON.", EXAMPLES["evaluate"], run=True)
     p.add_argument("--out", required=True, help="JSON file to write")
     p.add_argument("--split", choices=("test", "val"), default="test", help="which split (default test)")
     p.add_argument("--mc-draws", type=int, default=0, help="also estimate by Monte-Carlo with this many "
                    "passes over the split, one random pattern per sample (default 0: off)")
     p.add_argument("--mc-seed", type=int, default=0, help="Monte-Carlo seed (default 0)")
 
+
+def _add_studies(sub) -> None:
     for name, helptext, desc in (
             ("reproduce", "train all four methods on MLP + CNN over seeds; write report.md",
              "Train vanilla, deepFogGuard, ResiliNet and ResiliNet+ on the MLP chain and one CNN over "
@@ -121,8 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
              "The paper's ablations on the MLP chain (Health topology): hyperconnection weight schemes "
              "1-4, failout survival rates (0.95, 0.9, 0.7, 0.5, variable), every subset of skip "
              "hyperconnections, and partition 2 for all methods.")):
-        p = sub.add_parser(name, help=helptext, description=desc, formatter_class=fmt,
-                           epilog=EXAMPLES[name] + "\n\n" + _config_help())
+        p = _command(sub, name, helptext, desc, EXAMPLES[name] + "\n\n" + _config_help())
         p.add_argument("--out", required=True, help="output directory (re-running continues it)")
         p.add_argument("--seeds", default="0,1,2" if name == "reproduce" else "0,1",
                        help="comma-separated seeds (default %(default)s)")
@@ -131,26 +141,25 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--cnn", choices=("mobilenet", "resnet18"), default="resnet18",
                            help="the CNN trained beside the MLP chain (default resnet18)")
         else:
-            p.add_argument("--only", default="weights,failout,skips,partition 2",
-                           help="comma-separated subset of: weights, failout, skips, partition 2")
+            p.add_argument("--only", default=",".join(ABLATION_GROUPS),
+                           help=f"comma-separated subset of: {', '.join(ABLATION_GROUPS)}")
         _add_common(p)
 
-    p = sub.add_parser("serve", help="serve a trained run on Ray: one process per node, HTTP endpoint",
-                       formatter_class=fmt, epilog=EXAMPLES["serve"],
-                       description="Start a loopback Ray cluster (or join one with --address), one node "
-                                   "process per physical node holding its partition of the run, and an HTTP "
-                                   "endpoint: POST /predict, GET /status, GET /metrics. Crashed or hung nodes "
-                                   "are routed around and restarted. See docs/resilinet-runtime.md.")
-    p.add_argument("--run", required=True, help="a `resilinet train` run directory")
-    _add_runtime(p)
 
-    p = sub.add_parser("chaos", help="load the service while killing and hanging node processes; report",
-                       formatter_class=fmt, epilog=EXAMPLES["chaos"],
-                       description="Serve a run, drive steady load with test examples, SIGKILL a node "
-                                   "process every --kill-every s and SIGSTOP another for --hang-s every "
-                                   "--hang-every s; write OUT/chaos.json and OUT/chaos.md (requests sent, "
-                                   "answered, failed, lost; alive patterns seen; empirical vs exact accuracy).")
-    p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+def _add_runtime_commands(sub) -> None:
+    runtime_help = _config_help(("runtime",))
+    p = _command(sub, "serve", "serve a trained run on Ray: one process per node, HTTP endpoint",
+                 "Start a loopback Ray cluster (or join one with --address), one node process per physical "
+                 "node holding its partition of the run, and an HTTP endpoint: POST /predict, GET /status, "
+                 "GET /metrics. Crashed or hung nodes are routed around and restarted. See "
+                 "docs/resilinet-runtime.md.", EXAMPLES["serve"] + "\n\n" + runtime_help, run=True)
+    _add_runtime(p, "serve default 8100")
+
+    p = _command(sub, "chaos", "load the service while killing and hanging node processes; report",
+                 "Serve a run, drive steady load with test examples, SIGKILL a node process every "
+                 "--kill-every s and SIGSTOP another for --hang-s every --hang-every s; write OUT/chaos.json "
+                 "and OUT/chaos.md (requests sent, answered, failed, lost; alive patterns seen; empirical vs "
+                 "exact accuracy).", EXAMPLES["chaos"] + "\n\n" + runtime_help, run=True)
     p.add_argument("--out", default=None, help="report directory (default RUN/chaos)")
     p.add_argument("--duration", type=float, default=120.0, help="seconds of load (default 120)")
     p.add_argument("--kill-every", type=float, default=10.0, help="seconds between SIGKILLs (0: none; default 10)")
@@ -159,14 +168,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
     p.add_argument("--batch", type=int, default=16, help="examples per request (default 16)")
     p.add_argument("--seed", type=int, default=0, help="seed for examples and victims (default 0)")
-    _add_runtime(p)
+    _add_runtime(p, "chaos default 0 = any free port")
 
-    p = sub.add_parser("config", help="print the resolved config of a preset + overrides",
-                       formatter_class=fmt, epilog=_config_help())
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resilinet", formatter_class=FMT,
+        description="ResiliNet (arXiv 2002.07386): DNNs partitioned over IoT -> edge -> fog -> cloud that "
+                    "keep working when nodes fail (skip hyperconnections + failout), simulated in one process.",
+        epilog="Start with: resilinet reproduce --preset cpu --out runs/reproduce\n"
+               "Run `resilinet <command> --help` for each command's options.")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+    _add_train_and_evaluate(sub)
+    _add_studies(sub)
+    _add_runtime_commands(sub)
+    p = _command(sub, "config", "list every config field of a preset + overrides: value and meaning",
+                 "Every field of the config tree (data, model, failout, train, runtime) under a preset "
+                 "and overrides, its value and what it means.", _config_help(TRAINED_SECTIONS + ("runtime",)))
     _add_common(p)
     return parser
 
 
+# -- the commands ----------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
@@ -192,8 +215,9 @@ def _summary(ev: dict) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_splits
     from .evaluate import evaluate_model
-    from .train import load_run, load_splits
+    from .run import load_run
 
     if args.mc_draws < 0:
         raise UserError(f"--mc-draws must be >= 0, got {args.mc_draws}")
@@ -212,29 +236,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_specs(args: argparse.Namespace, seeds: list[int], extra: tuple[str, ...]) -> list:
+    """The runs of `reproduce` or `ablate --only ...`, checked before any training starts."""
+    for o in extra:
+        if o.split("=", 1)[0].strip() in ("model.arch", "model.method"):
+            raise UserError(f"{o!r}: {args.command} sets model.arch and model.method itself")
+    if args.command == "reproduce":
+        specs = reproduce_specs(args.preset, seeds, args.cnn, extra)
+    else:
+        groups = [g.strip() for g in args.only.split(",") if g.strip()]
+        for g in groups:
+            if g not in ABLATION_GROUPS:
+                raise UserError(f"--only: {g!r} is not one of {', '.join(ABLATION_GROUPS)}")
+        specs = [s for s in ablation_specs(args.preset, seeds, extra) if s.group in groups]
+    for s in specs[:1] + [s for s in specs if s.group != specs[0].group][:1]:
+        make_config(s.preset, list(s.overrides))  # fail fast on a bad override, before any training
+    return specs
+
+
 def cmd_experiments(args: argparse.Namespace) -> int:
-    from .experiments import ablation_specs, reproduce_specs, run_all
+    from .experiments import run_all
     from .report import ablation_report, reproduce_report
 
     seeds = _seeds(args.seeds)
     if args.jobs < 1:
         raise UserError(f"--jobs must be >= 1, got {args.jobs}")
-    for o in args.overrides:
-        if o.split("=", 1)[0].strip() in ("model.arch", "model.method"):
-            raise UserError(f"{o!r}: {args.command} sets model.arch and model.method itself")
     extra = tuple(args.overrides)
+    specs = _study_specs(args, seeds, extra)
     out = Path(args.out)
-    if args.command == "reproduce":
-        specs = reproduce_specs(args.preset, seeds, args.cnn, extra)
-    else:
-        groups = [g.strip() for g in args.only.split(",") if g.strip()]
-        known = ("weights", "failout", "skips", "partition 2")
-        for g in groups:
-            if g not in known:
-                raise UserError(f"--only: {g!r} is not one of {', '.join(known)}")
-        specs = [s for s in ablation_specs(args.preset, seeds, extra) if s.group in groups]
-    for s in specs[:1] + [s for s in specs if s.group != specs[0].group][:1]:
-        make_config(s.preset, list(s.overrides))  # fail fast on a bad override, before any training
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     results = run_all(specs, out, args.jobs)
@@ -257,14 +286,18 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime_config(args: argparse.Namespace):
-    from .runtime.supervisor import RuntimeConfig
-
-    if not 0 < args.hop_deadline_s <= 60:
-        raise UserError(f"--hop-deadline-s must be in (0, 60], got {args.hop_deadline_s}")
-    if not 0 <= args.port <= 65535:
-        raise UserError(f"--port must be in 0..65535, got {args.port}")
-    return RuntimeConfig(hop_deadline_s=args.hop_deadline_s, input_direct=not args.relay_input)
+def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
+    """The runtime section: its defaults (chaos: any free port), then runtime.* overrides, then the
+    flags given."""
+    for item in args.overrides:
+        if not item.startswith("runtime."):
+            raise UserError(f"{item!r}: `resilinet {args.command}` takes runtime.* overrides only "
+                            f"(the run's own config fixes the rest)")
+    base = Config(runtime=RuntimeConfig(port=0) if args.command == "chaos" else RuntimeConfig())
+    cfg = apply_overrides(base, args.overrides).runtime
+    flags = {"host": args.host, "port": args.port, "hop_deadline_s": args.hop_deadline_s, "address": args.address,
+             "input_direct": False if args.relay_input else None}
+    return dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -274,7 +307,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _runtime_config(args)
     from .runtime.service import start_service, stop_service
 
-    service = start_service(args.run, args.host, args.port, cfg, args.address)
+    service = start_service(args.run, cfg)
     host, port = service.address
     print(f"serving {args.run} ({service.info['method']}) on http://{host}:{port}  "
           f"POST /predict  GET /status  GET /metrics  (Ctrl-C stops)", flush=True)
@@ -295,17 +328,16 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     cfg = _runtime_config(args)
     plan = ChaosPlan(args.duration, args.kill_every, args.hang_every, args.hang_s, args.clients, args.batch,
                      args.seed)
-    plan.validate()
     out = Path(args.out) if args.out else Path(args.run) / "chaos"
-    report = run_chaos(args.run, out, plan, cfg, host=args.host, port=args.port, address=args.address)
+    report = run_chaos(args.run, out, plan, cfg)
     print(report["markdown"])
     print(f"written to {out / 'chaos.json'} and {out / 'chaos.md'}")
     return 0 if report["verdict"]["ok"] else 1
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    cfg = make_config(args.preset, args.overrides)
-    print(json.dumps(to_dict(cfg), indent=2))
+    for key, value, doc in describe(make_config(args.preset, args.overrides)):
+        print(f"{key:26} {value:20} {doc}")
     return 0
 
 

@@ -1,6 +1,16 @@
-"""Run configuration: one dataclass tree, named presets, `section.field=value` overrides.
+"""Run configuration: one tree of frozen dataclasses, named presets, `section.field=value` overrides.
+
+    Config
+      data      the dataset (data.py)                 model     the partitioned DNN (models.py)
+      failout   failout in training (failout.py)      train     the training loop (train.py)
+      runtime   `serve` / `chaos` on Ray (runtime/)
 
     cfg = make_config("cpu", ["model.method=resilinet", "train.epochs=3"])
+
+Every section validates itself when it is built (and `Config` checks across sections), so an
+impossible config never exists; `resilinet config --preset cpu` lists every field with its value
+and meaning. A run directory records the sections that define its trained model
+(`TRAINED_SECTIONS`); runtime settings never make a trained run "different".
 
 Presets (the arch-specific parts follow `model.arch`, so `--preset paper model.arch=mobilenet`
 gives the CIFAR reference settings):
@@ -13,18 +23,27 @@ gives the CIFAR reference settings):
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from lab.config import apply_overrides
+from lab import config as cfglib
 from lab.errors import UserError
 
-from .failout import FailoutConfig
-from .models import ModelConfig
+from .hyperconnections import METHODS
+from .topology import parse_skips, topology_for
+
+ARCHS = ("mlp", "mobilenet", "resnet18")
+WEIGHT_SCHEMES = (1, 2, 3, 4)
+TRAINED_SECTIONS = ("data", "model", "failout", "train")   # what a run directory's config.json records
 
 
-@dataclass
+def _at_least(section: object, prefix: str, names: tuple[str, ...], low: float) -> None:
+    for name in names:
+        if getattr(section, name) < low:
+            raise UserError(f"{prefix}.{name} must be >= {low:g}, got {getattr(section, name)}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
     name: Literal["fashion-mnist", "cifar10", "mhealth", "digits", "auto"] = field(
         default="auto", metadata={"help": "dataset; auto = Fashion-MNIST if installed, else sklearn digits"})
@@ -32,8 +51,87 @@ class DataConfig:
     limit: int | None = field(default=None, metadata={"help": "cap on training examples (val/test shrink alike)"})
     legacy_mhealth: bool = field(default=False, metadata={"help": "original Health preprocessing (ints, dropped rows)"})
 
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 10:
+            raise UserError(f"data.limit must be >= 10 (or none), got {self.limit}")
 
-@dataclass
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["mlp", "mobilenet", "resnet18"] = field(
+        default="mlp", metadata={"help": "mlp: Health chain (flattened input); mobilenet; resnet18"})
+    method: Literal["vanilla", "deepfogguard", "resilinet", "resilinet+"] = field(
+        default="resilinet", metadata={"help": "how nodes combine their inputs (spec section 2)"})
+    skips: str = field(default="all", metadata={
+        "help": "skip hyperconnections: all, none, or e.g. 'iot-f2,f2-cloud' (ignored by vanilla)"})
+    partition: int = field(default=1, metadata={"help": "MLP layer split: 1 = 1,2,3,4; 2 = 2,3,2,3"})
+    hidden_units: int = field(default=250, metadata={"help": "MLP hidden width"})
+    width: float = field(default=0.75, metadata={"help": "MobileNet alpha / ResNet channel multiplier"})
+    small_input: bool = field(default=True, metadata={
+        "help": "CIFAR strides for MobileNet (no downsampling in first conv and block 2)"})
+    weight_scheme: int = field(default=1, metadata={
+        "help": "hyperconnection weights: 1 ones, 2 normalised reliability, 3 reliability, 4 uniform"})
+    weight_setting: str = field(default="normal", metadata={
+        "help": "reliability setting that weight schemes 2 and 3 read"})
+    keras_init: bool = field(default=True, metadata={
+        "help": "glorot-uniform (he-normal ResNet) init as in Keras; false: PyTorch defaults (train slower)"})
+    bn_momentum: float = field(default=0.1, metadata={"help": "PyTorch convention; Keras 0.99 = 0.01"})
+    bn_eps: float = field(default=1e-5, metadata={"help": "Keras uses 1e-3"})
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise UserError(f"model.arch: {self.arch!r} is not one of {list(ARCHS)}")
+        if self.method not in METHODS:
+            raise UserError(f"model.method: {self.method!r} is not one of {list(METHODS)}")
+        if self.weight_scheme not in WEIGHT_SCHEMES:
+            raise UserError(f"model.weight_scheme must be 1, 2, 3 or 4, got {self.weight_scheme}")
+        if self.partition not in (1, 2):
+            raise UserError(f"model.partition must be 1 or 2, got {self.partition}")
+        if self.arch != "mlp" and self.partition != 1:
+            raise UserError("model.partition=2 is defined by the spec for the Health MLP only; "
+                            "the CNNs have one partition (spec section 1)")
+        if self.width <= 0 or self.hidden_units < 1:
+            raise UserError("model.width must be > 0 and model.hidden_units >= 1")
+        topology = topology_for(self.arch)
+        parse_skips(topology, self.skips)           # an unknown skip name is an error here
+        topology.reliabilities(self.weight_setting)  # so is an unknown setting
+
+
+@dataclass(frozen=True)
+class FailoutConfig:
+    enabled: Literal["auto", "on", "off"] = field(
+        default="auto", metadata={"help": "auto: on for resilinet and resilinet+, off otherwise"})
+    survival: str = field(default="0.9", metadata={
+        "help": "survival rate: one for all nodes, a comma list in spec order, or 'variable'"})
+    variable_setting: str = field(default="poor", metadata={
+        "help": "reliability setting whose rates 'variable' uses"})
+    granularity: Literal["batch", "sample"] = field(
+        default="batch", metadata={"help": "one draw per node per mini-batch (paper) or per sample"})
+
+    def __post_init__(self) -> None:
+        if self.enabled not in ("auto", "on", "off"):
+            raise UserError(f"failout.enabled must be auto, on or off, got {self.enabled!r}")
+        if self.granularity not in ("batch", "sample"):
+            raise UserError(f"failout.granularity must be 'batch' or 'sample', got {self.granularity!r}")
+        self.rates()
+
+    def rates(self) -> tuple[float, ...] | None:
+        """The survival rates as written (one, or one per node), or None for 'variable'; how many
+        a topology needs is checked by `failout.survival_rates`."""
+        text = self.survival.strip()
+        if text == "variable":
+            return None
+        try:
+            rates = tuple(float(t) for t in text.split(","))
+        except ValueError:
+            raise UserError(f"failout.survival: {text!r} is not a rate, a comma list of rates (one per "
+                            f"failure-prone node), or 'variable'") from None
+        if not all(0.0 <= r <= 1.0 for r in rates):
+            raise UserError(f"failout.survival: rates must lie in [0, 1], got {rates}")
+        return rates
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = field(default=50, metadata={"help": "training epochs"})
     batch_size: int = field(default=1024, metadata={"help": "mini-batch size"})
@@ -43,13 +141,75 @@ class TrainConfig:
     eval_batch_size: int = field(default=1024, metadata={"help": "batch size for evaluation"})
     threads: int = field(default=0, metadata={"help": "torch threads (0: leave torch's default)"})
 
+    def __post_init__(self) -> None:
+        _at_least(self, "train", ("epochs", "batch_size", "eval_batch_size"), 1)
+        if not self.lr > 0:
+            raise UserError(f"train.lr must be > 0, got {self.lr}")
+        _at_least(self, "train", ("threads",), 0)
 
-@dataclass
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """`resilinet serve` and `resilinet chaos` (runtime/): the HTTP front end, the router and the
+    supervisor of the node processes."""
+    host: str = field(default="127.0.0.1", metadata={"help": "HTTP bind address (--host)"})
+    port: int = field(default=8100, metadata={
+        "help": "HTTP port (--port); 0 = any free port, which `chaos` uses unless a port is given"})
+    address: str | None = field(default=None, metadata={
+        "help": "join a running Ray cluster (e.g. 127.0.0.1:6379) whose machines carry the role resources "
+                "iot/edge/fog/cloud (--address); none: start a local loopback cluster"})
+    hop_deadline_s: float = field(default=0.5, metadata={
+        "help": "a producer that has not answered this long after its call is dead for the request "
+                "(--hop-deadline-s)"})
+    health_interval_s: float = field(default=0.2, metadata={"help": "health-check period"})
+    health_deadline_s: float = field(default=1.0, metadata={"help": "a health check overdue this long marks the node hung"})
+    hung_restart_s: float = field(default=2.0, metadata={
+        "help": "a node hung this long is killed (SIGKILL via Ray) and replaced"})
+    start_timeout_s: float = field(default=90.0, metadata={"help": "a new node process not healthy after this long is replaced again"})
+    threads: int = field(default=1, metadata={"help": "torch threads per node process"})
+    endpoint_wait_s: float = field(default=30.0, metadata={
+        "help": "how long a request waits for a crashed IoT/cloud process to come back"})
+    batch_examples: int = field(default=1024, metadata={
+        "help": "concurrent requests are merged into routed batches up to this many examples (0: off)"})
+    routes_in_flight: int = field(default=2, metadata={"help": "merged batches travelling the chain at once"})
+    input_direct: bool = field(default=True, metadata={
+        "help": "the router itself sends a link that carries the raw input unchanged (the MLP's IoT -> edge); "
+                "false: relay it through the IoT process (--relay-input)"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.hop_deadline_s <= 60:
+            raise UserError(f"runtime.hop_deadline_s (--hop-deadline-s) must be in (0, 60], got {self.hop_deadline_s}")
+        if not 0 <= self.port <= 65535:
+            raise UserError(f"runtime.port (--port) must be in 0..65535, got {self.port}")
+        for name in ("health_interval_s", "health_deadline_s", "hung_restart_s", "start_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise UserError(f"runtime.{name} must be > 0, got {getattr(self, name)}")
+        _at_least(self, "runtime", ("threads", "routes_in_flight"), 1)
+        _at_least(self, "runtime", ("endpoint_wait_s", "batch_examples"), 0)
+
+
+@dataclass(frozen=True)
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     failout: FailoutConfig = field(default_factory=FailoutConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+def trained_sections(cfg: Config) -> dict:
+    """The sections that define a trained model, as a run directory's config.json records them."""
+    return {name: cfglib.to_dict(getattr(cfg, name)) for name in TRAINED_SECTIONS}
+
+
+def same_trained_model(a: Config, b: Config) -> bool:
+    return all(getattr(a, name) == getattr(b, name) for name in TRAINED_SECTIONS)
+
+
+def run_config(saved: dict) -> Config:
+    """A run's recorded sections (`trained_sections`) back as a Config; fields added since take
+    their defaults, and so does the runtime section."""
+    return cfglib.from_dict(Config, saved)
 
 
 def _paper(arch: str) -> Config:
@@ -79,7 +239,6 @@ def _cpu(arch: str) -> Config:
 
 
 PRESETS: dict[str, Callable[[str], Config]] = {"paper": _paper, "cpu": _cpu}
-ARCHS = ("mlp", "mobilenet", "resnet18")
 
 
 def make_config(preset: str, overrides: list[str] | None = None) -> Config:
@@ -94,25 +253,4 @@ def make_config(preset: str, overrides: list[str] | None = None) -> Config:
             arch = value.strip()
     if arch not in ARCHS:
         raise UserError(f"model.arch: {arch!r} is not one of {list(ARCHS)}")
-    cfg = apply_overrides(PRESETS[preset](arch), overrides)
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: Config) -> None:
-    t = cfg.train
-    for name in ("epochs", "batch_size", "eval_batch_size"):
-        if getattr(t, name) < 1:
-            raise UserError(f"train.{name} must be >= 1, got {getattr(t, name)}")
-    if not t.lr > 0:
-        raise UserError(f"train.lr must be > 0, got {t.lr}")
-    if t.threads < 0:
-        raise UserError(f"train.threads must be >= 0, got {t.threads}")
-    if cfg.data.limit is not None and cfg.data.limit < 10:
-        raise UserError(f"data.limit must be >= 10 (or none), got {cfg.data.limit}")
-    if cfg.model.width <= 0 or cfg.model.hidden_units < 1:
-        raise UserError("model.width must be > 0 and model.hidden_units >= 1")
-
-
-def replace(cfg: Config, **sections) -> Config:
-    return dataclasses.replace(cfg, **sections)
+    return cfglib.apply_overrides(PRESETS[preset](arch), overrides)

@@ -31,11 +31,15 @@ import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lab.errors import UserError
+
+if TYPE_CHECKING:
+    from .config import Config
 
 DATASETS = ("fashion-mnist", "cifar10", "mhealth", "digits", "auto")
 
@@ -281,6 +285,17 @@ def _random_split(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
 
 # ---------------------------------------------------------------------------------------------
 # Public entry point
+
+
+def load_splits(cfg: Config, seed: int) -> Splits:
+    """The splits a run's config names (the MLP chain reads images flattened)."""
+    d = cfg.data
+    if d.root is None and d.name in ("mhealth", "cifar10"):
+        what = "the UCI MHEALTHDATASET folder" if d.name == "mhealth" else "CIFAR-10's binary batches"
+        raise UserError(f"data.name={d.name} needs data.root=DIR pointing at {what} "
+                        f"(or use --preset cpu for the embedded Fashion-MNIST)")
+    return load_dataset(d.name, d.root, seed=seed, limit=d.limit, flatten=cfg.model.arch == "mlp",
+                        legacy_mhealth=d.legacy_mhealth)
 
 
 def load_dataset(name: str, root: str | None = None, *, seed: int = 0, limit: int | None = None,

@@ -23,9 +23,9 @@ from typing import Iterator, Sequence
 
 import torch
 
-from .hyperconnections import alive_from_pattern
-from .models import INPUT, LOGITS, PartitionedModel
-from .topology import Topology, pattern_probability
+from .models import PartitionedModel
+from .topology import (ANALYTIC_P_NO_PATH, INPUT, LOGITS, AliveMask, alive_columns, pattern_indices,
+                       pattern_probability, producer_flags, recorded_topology)
 
 Signature = tuple  # (node, ((producer, producer signature), ...))
 
@@ -40,17 +40,22 @@ class PatternResult:
         return {"alive": list(self.alive), "accuracy": self.accuracy, "connected": self.connected}
 
 
-def signature(model: PartitionedModel, node: str, alive: dict[str, float]) -> Signature:
+def signature(model: PartitionedModel, node: str, alive: AliveMask) -> Signature:
     """What determines `node`'s output under `alive`: which producers' outputs reach it, and
     (recursively) what determined theirs. Hyperconnection weights are fixed, so equal signatures
     mean equal outputs."""
-    pn = model.nodes[node]
-    if node == model.topology.iot:
-        return (node, ((INPUT, ()),))
-    ups = [p for p in pn.producers if alive[p] == 1.0]
-    if pn.rule == "mux":
-        ups = ups[:1]  # the first alive producer in priority order (chain, then skip)
-    return (node, tuple((p, signature(model, p, alive)) for p in ups))
+    up = alive.alive_nodes()
+
+    def sig(name: str) -> Signature:
+        pn = model.nodes[name]
+        if name == model.topology.iot:
+            return (name, ((INPUT, ()),))
+        ups = [p for p in pn.producers if up[p]]
+        if pn.rule == "mux":
+            ups = ups[:1]  # the first alive producer in priority order (chain, then skip)
+        return (name, tuple((p, sig(p)) for p in ups))
+
+    return sig(node)
 
 
 class _NodeCache:
@@ -66,13 +71,11 @@ class _NodeCache:
         node, ups = sig
         pn = self.model.nodes[node]
         if node == self.model.topology.iot:
-            inputs, alive = {INPUT: self.x}, {INPUT: 1.0}
+            inputs = {INPUT: self.x}
         else:
-            used = {p for p, _ in ups}
             inputs = {p: self.sent(s)[node] for p, s in ups}
-            # Producers not in `used` are dead (or, for the mux, not selected): alive 0 drops them.
-            alive = {p: (1.0 if p in used else 0.0) for p in pn.producers}
-        out = pn(inputs, alive, batch_size=self.x.shape[0])
+        # Producers not in the signature are dead (or, for the mux, not selected): alive 0 drops them.
+        out = pn(inputs, producer_flags(pn.producers, inputs), batch_size=self.x.shape[0])
         self.counts[node] = self.counts.get(node, 0) + 1
         self.memo[sig] = out
         return out
@@ -90,10 +93,10 @@ def exact_pattern_accuracies(model: PartitionedModel, x: torch.Tensor, y: torch.
     `counts` (optional) receives the number of body evaluations per node, summed over batches."""
     model.eval()
     topo = model.topology
-    patterns = list(topo.patterns())
-    connected = [topo.connected(a) for a in patterns]
-    sigs = [signature(model, topo.cloud, alive_from_pattern(topo, a)) if c else None
-            for a, c in zip(patterns, connected)]
+    masks = [AliveMask.from_pattern(topo, a) for a in topo.patterns()]
+    patterns = [m.pattern for m in masks]
+    connected = [m.connected for m in masks]
+    sigs = [signature(model, topo.cloud, m) if m.connected else None for m in masks]
     correct = [0] * len(patterns)
     counts = {} if counts is None else counts
     for xb, yb in _batches(x, y, batch_size):
@@ -119,10 +122,9 @@ def naive_pattern_accuracies(model: PartitionedModel, x: torch.Tensor, y: torch.
     topo = model.topology
     out = []
     for a in topo.patterns():
-        alive = alive_from_pattern(topo, a)
-        correct = sum(int((model(xb, alive).argmax(1) == yb).sum()) for xb, yb in _batches(x, y, batch_size))
-        conn = topo.connected(a)
-        out.append(PatternResult(a, correct / len(y) if conn else guess_accuracy, conn))
+        mask = AliveMask.from_pattern(topo, a)
+        correct = sum(int((model(xb, mask.floats()).argmax(1) == yb).sum()) for xb, yb in _batches(x, y, batch_size))
+        out.append(PatternResult(a, correct / len(y) if mask.connected else guess_accuracy, mask.connected))
     return out
 
 
@@ -162,26 +164,19 @@ def monte_carlo_accuracy(model: PartitionedModel, x: torch.Tensor, y: torch.Tens
     topo = model.topology
     gen = torch.Generator().manual_seed(seed)
     n_nodes = len(topo.failure_prone)
-    # connected[code] for the pattern whose bit k (MSB first) is node k's alive flag
-    table = torch.tensor([topo.connected(a) for a in topo.patterns()][::-1], dtype=torch.bool)
+    table = torch.tensor([topo.connected(a) for a in topo.patterns()], dtype=torch.bool)  # per pattern
     r = torch.tensor(reliability, dtype=torch.float32)
     correct, total = 0, 0
     for _ in range(draws):
         for xb, yb in _batches(x, y, batch_size):
             alive = (torch.rand(len(xb), n_nodes, generator=gen) < r).float()  # [B, n]
-            masks = {node: alive[:, k] for k, node in enumerate(topo.failure_prone)}
-            pred = model(xb, masks).argmax(1)
-            code = (alive.long() * (2 ** torch.arange(n_nodes - 1, -1, -1))).sum(1)
-            conn = table[code]
+            pred = model(xb, alive_columns(topo, alive)).argmax(1)
+            conn = table[pattern_indices(topo, alive)]
             guess = torch.multinomial(prior, len(xb), replacement=True, generator=gen)
             pred = torch.where(conn, pred, guess)
             correct += int((pred == yb).sum())
             total += len(yb)
     return correct / total
-
-
-def settings_for(topology: Topology) -> dict[str, tuple[float, ...]]:
-    return topology.settings()
 
 
 def evaluate_model(model: PartitionedModel, splits, eval_batch_size: int = 1024, split: str = "test",
@@ -197,7 +192,7 @@ def evaluate_model(model: PartitionedModel, splits, eval_batch_size: int = 1024,
     settings = topo.settings()
     out = {
         "nodes": list(topo.failure_prone),
-        "topology": {"chain": list(topo.chain), "skips": [f"{a}-{b}" for a, b in topo.skips]},
+        "topology": {"name": topo.name, "chain": list(topo.chain), "skips": [f"{a}-{b}" for a, b in topo.skips]},
         "split": split, "n_examples": len(y),
         "patterns": [r.to_dict() for r in results],
         "guess_accuracy": guess,
@@ -221,10 +216,8 @@ def check_brackets(ev: dict, tol: float = 1e-9) -> dict:
     """Consistency checks on an evaluation: every expected accuracy inside its analytic bracket,
     P(no path) equal to the spec's table (for the full and the skip-less topology), and for
     vanilla the identity E = P(all alive) * clean + (1 - P(all alive)) * guess."""
-    from .topology import ANALYTIC_P_NO_PATH, CNN, HEALTH
-
-    topo_name = "health" if len(ev["nodes"]) == 3 else "cnn"
-    full = HEALTH if topo_name == "health" else CNN
+    full = recorded_topology(ev["topology"])
+    topo_name = full.name
     out = {"inside_brackets": all(ev["brackets"][k]["floor"] - tol <= ev["expected_accuracy"][k]
                                   <= ev["brackets"][k]["ceiling"] + tol for k in ev["expected_accuracy"])}
     skips = ev["topology"]["skips"]

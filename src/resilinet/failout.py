@@ -13,46 +13,25 @@ spec order ("0.95,0.9,0.7"), or "variable": each node's rate is its reliability 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal
-
 import torch
 
 from lab.errors import UserError
 
-from .topology import Topology
-
-
-@dataclass
-class FailoutConfig:
-    enabled: Literal["auto", "on", "off"] = field(
-        default="auto", metadata={"help": "auto: on for resilinet and resilinet+, off otherwise"})
-    survival: str = field(default="0.9", metadata={
-        "help": "survival rate: one for all nodes, a comma list in spec order, or 'variable'"})
-    variable_setting: str = field(default="poor", metadata={
-        "help": "reliability setting whose rates 'variable' uses"})
-    granularity: Literal["batch", "sample"] = field(
-        default="batch", metadata={"help": "one draw per node per mini-batch (paper) or per sample"})
+from .config import FailoutConfig
+from .topology import AliveMask, Topology, alive_columns
 
 
 def survival_rates(cfg: FailoutConfig, topology: Topology) -> tuple[float, ...]:
     """Per failure-prone node (spec order)."""
-    n = len(topology.failure_prone)
-    text = cfg.survival.strip()
-    if text == "variable":
+    rates = cfg.rates()
+    if rates is None:
         return topology.reliabilities(cfg.variable_setting)
-    try:
-        rates = tuple(float(t) for t in text.split(","))
-    except ValueError:
-        raise UserError(f"failout.survival: {text!r} is not a rate, a comma list of {n} rates, "
-                        f"or 'variable'") from None
+    n = len(topology.failure_prone)
     if len(rates) == 1:
         rates = rates * n
     if len(rates) != n:
         raise UserError(f"failout.survival: expected 1 or {n} rates (order {list(topology.failure_prone)}), "
                         f"got {len(rates)}")
-    if not all(0.0 <= r <= 1.0 for r in rates):
-        raise UserError(f"failout.survival: rates must lie in [0, 1], got {rates}")
     return rates
 
 
@@ -62,15 +41,16 @@ class Failout:
     def __init__(self, topology: Topology, rates: tuple[float, ...], granularity: str = "batch"):
         if granularity not in ("batch", "sample"):
             raise UserError(f"failout.granularity must be 'batch' or 'sample', got {granularity!r}")
-        self.nodes = topology.failure_prone
+        self.topology = topology
         self.rates = rates
         self.granularity = granularity
 
     def sample(self, batch_size: int, generator: torch.Generator) -> dict[str, float | torch.Tensor]:
-        """Per batch: {node: 0.0 or 1.0}. Per sample: {node: float tensor [batch_size] of 0/1}."""
+        """Per batch: {node: 0.0 or 1.0} (`AliveMask.floats`). Per sample: {failure-prone node:
+        float tensor [batch_size] of 0/1} (`alive_columns`)."""
         n = 1 if self.granularity == "batch" else batch_size
         rates = torch.tensor(self.rates, dtype=torch.float32).unsqueeze(1).expand(-1, n)
         draws = (torch.rand(rates.shape, generator=generator) < rates).float()  # [nodes, n]
         if self.granularity == "batch":
-            return {node: float(draws[i, 0]) for i, node in enumerate(self.nodes)}
-        return {node: draws[i] for i, node in enumerate(self.nodes)}
+            return AliveMask.from_pattern(self.topology, draws[:, 0].tolist()).floats()
+        return alive_columns(self.topology, draws.T)

@@ -15,7 +15,7 @@ mask, so a legitimately all-zero activation is never mistaken for a failure.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -99,18 +99,3 @@ def hyperconnection_weights(topology: Topology, scheme: int, reliability: Sequen
         rng = np.random.default_rng([seed, 4])
         return {l: float(rng.uniform(0.0, 1.0)) for l in links}
     raise ValueError(f"hyperconnection weight scheme must be 1-4, got {scheme}")
-
-
-def all_alive(topology: Topology) -> dict[str, float]:
-    return {n: 1.0 for n in topology.chain}
-
-
-def alive_from_pattern(topology: Topology, pattern: Sequence[int]) -> dict[str, float]:
-    """[0/1 per failure-prone node, spec order] -> {node: 0.0/1.0} (IoT, cloud always 1)."""
-    return {n: float(a) for n, a in topology.alive_dict(pattern).items()}
-
-
-def alive_from_masks(topology: Topology, masks: Mapping[str, Alive]) -> dict[str, Alive]:
-    out: dict[str, Alive] = {n: 1.0 for n in topology.chain}
-    out.update(masks)
-    return out

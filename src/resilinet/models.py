@@ -4,53 +4,29 @@ Each node is separately callable, so a distributed runtime can host one per proc
 
     sent = node(inputs, alive)
     # inputs: {producer name: tensor the producer sent to this node, or None if nothing arrived}
-    # alive:  {producer name: 1.0 / 0.0 (or [B] per sample)}; a dead producer's input counts as 0
+    # alive:  {producer name: 1.0 / 0.0 (or [B] per sample)} (`topology.producer_flags`); a dead
+    #         producer's input counts as 0; the IoT's only producer is INPUT, the sensor reading
     # sent:   {consumer name: tensor} -- what this node sends on each outgoing link; skip
-    #         projections are computed here, on the SENDING node. The cloud returns {"logits": ...}.
+    #         projections are computed here, on the SENDING node. The cloud returns {LOGITS: ...}.
 
-`PartitionedModel.forward(x, alive)` runs the whole chain in one process with an alive mask:
-that is the simulation the paper uses, and what training and evaluation call.
+`PartitionedModel.forward(x, alive)` runs the whole chain in one process with an alive mask
+(`AliveMask.floats()`, or per-sample `alive_columns`): that is the simulation the paper uses, and
+what training and evaluation call.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Literal, Mapping
+from typing import Mapping
 
 import torch
 from torch import nn
 
 from lab.errors import UserError
 
-from .backbones import (MLP_PARTITIONS, conv_projection, keras_init, linear_projection, mlp_bodies,
-                        mobilenet_bodies, resnet18_bodies, set_batchnorm)
+from .backbones import (conv_projection, keras_init, linear_projection, mlp_bodies, mobilenet_bodies,
+                        resnet18_bodies, set_batchnorm)
+from .config import ModelConfig
 from .hyperconnections import METHODS, Alive, combine, hyperconnection_weights
-from .topology import CNN, HEALTH, Link, Topology, parse_skips
-
-INPUT = "input"    # the IoT's only producer: the sensor reading
-LOGITS = "logits"  # the cloud's only output
-
-
-@dataclass
-class ModelConfig:
-    arch: Literal["mlp", "mobilenet", "resnet18"] = field(
-        default="mlp", metadata={"help": "mlp: Health chain (flattened input); mobilenet; resnet18"})
-    method: Literal["vanilla", "deepfogguard", "resilinet", "resilinet+"] = field(
-        default="resilinet", metadata={"help": "how nodes combine their inputs (spec section 2)"})
-    skips: str = field(default="all", metadata={
-        "help": "skip hyperconnections: all, none, or e.g. 'iot-f2,f2-cloud' (ignored by vanilla)"})
-    partition: int = field(default=1, metadata={"help": "MLP layer split: 1 = 1,2,3,4; 2 = 2,3,2,3"})
-    hidden_units: int = field(default=250, metadata={"help": "MLP hidden width"})
-    width: float = field(default=0.75, metadata={"help": "MobileNet alpha / ResNet channel multiplier"})
-    small_input: bool = field(default=True, metadata={
-        "help": "CIFAR strides for MobileNet (no downsampling in first conv and block 2)"})
-    weight_scheme: int = field(default=1, metadata={
-        "help": "hyperconnection weights: 1 ones, 2 normalised reliability, 3 reliability, 4 uniform"})
-    weight_setting: str = field(default="normal", metadata={
-        "help": "reliability setting that weight schemes 2 and 3 read"})
-    keras_init: bool = field(default=True, metadata={
-        "help": "glorot-uniform (he-normal ResNet) init as in Keras; false: PyTorch defaults (train slower)"})
-    bn_momentum: float = field(default=0.1, metadata={"help": "PyTorch convention; Keras 0.99 = 0.01"})
-    bn_eps: float = field(default=1e-5, metadata={"help": "Keras uses 1e-3"})
+from .topology import INPUT, LOGITS, Topology, parse_skips, topology_for
 
 
 class PhysicalNode(nn.Module):
@@ -117,60 +93,21 @@ class PartitionedModel(nn.Module):
         return sent[self.topology.cloud][LOGITS]
 
 
-def topology_for(arch: str) -> Topology:
-    return HEALTH if arch == "mlp" else CNN
-
-
 def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, seed: int = 0) -> PartitionedModel:
     """Build the partitioned model for `input_shape` (per example: (F,) for the MLP, (C, H, W) for
     CNNs). Skip projections get their shapes from a dry run of the chain."""
-    if cfg.method not in METHODS:
-        raise UserError(f"model.method: {cfg.method!r} is not one of {list(METHODS)}")
     method = METHODS[cfg.method]
     base = topology_for(cfg.arch)
     topology = base.with_skips(parse_skips(base, cfg.skips) if method.skips else ())
-    if cfg.weight_scheme not in (1, 2, 3, 4):
-        raise UserError(f"model.weight_scheme must be 1, 2, 3 or 4, got {cfg.weight_scheme}")
     weights = hyperconnection_weights(topology, cfg.weight_scheme, topology.reliabilities(cfg.weight_setting), seed)
-
-    if cfg.arch == "mlp":
-        if len(input_shape) != 1:
-            raise UserError(f"the MLP chain needs flat features, got input shape {input_shape}")
-        if cfg.partition not in MLP_PARTITIONS:
-            raise UserError(f"model.partition must be 1 or 2, got {cfg.partition}")
-        bodies = mlp_bodies(input_shape[0], n_classes, cfg.hidden_units, cfg.partition)
-    else:
-        if len(input_shape) != 3:
-            raise UserError(f"{cfg.arch} needs image input [C, H, W], got input shape {input_shape}")
-        if cfg.partition != 1:
-            raise UserError("model.partition=2 is defined by the spec for the Health MLP only; "
-                            "the CNNs have one partition (spec section 1)")
-        bodies = (mobilenet_bodies(input_shape[0], n_classes, cfg.width, cfg.small_input)
-                  if cfg.arch == "mobilenet" else resnet18_bodies(input_shape[0], n_classes, cfg.width))
-
-    # Dry run of the chain (eval mode, batch of 2) to learn every node's output shape.
-    out_shape: dict[str, tuple[int, ...]] = {}
-    with torch.no_grad():
-        h = torch.zeros(2, *input_shape)
-        for name in topology.chain:
-            b = bodies[name].eval()
-            h = b(h)
-            out_shape[name] = tuple(h.shape[1:])
-    in_shape = {topology.iot: tuple(input_shape)}
-    in_shape.update({c: out_shape[p] for p, c in topology.chain_links})
-
+    bodies = _bodies(cfg, input_shape, n_classes)
+    in_shape, out_shape = _dry_run(topology, bodies, input_shape)
     nodes = {}
-    for name in topology.chain:
-        projections = {}
-        for c in topology.consumers(name):
-            if topology.is_skip(name, c):
-                src, dst = out_shape[name], in_shape[c]
-                projections[c] = (linear_projection(src[0], dst[0]) if len(src) == 1
-                                  else conv_projection(src, dst))
+    for name in topology.chain:   # chain order: the projections draw their initial weights in it
         producers = (INPUT,) if name == topology.iot else topology.producers(name)
         w = {INPUT: 1.0} if name == topology.iot else {p: weights[(p, name)] for p in producers}
-        nodes[name] = PhysicalNode(name, producers, w, method.rule, bodies[name],
-                                   topology.consumers(name), projections)
+        nodes[name] = PhysicalNode(name, producers, w, method.rule, bodies[name], topology.consumers(name),
+                                   _skip_projections(topology, name, in_shape, out_shape))
         nodes[name].in_shape = in_shape[name]
     model = PartitionedModel(topology, nodes, tuple(input_shape))
     if cfg.keras_init:
@@ -179,5 +116,41 @@ def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int, 
     return model
 
 
-def link_weights(model: PartitionedModel) -> dict[Link, float]:
-    return {(p, n): w for n, node in model.nodes.items() for p, w in node.weights.items() if p != INPUT}
+def _bodies(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> dict[str, nn.Module]:
+    """Each node's layers of the architecture (the config has checked arch and partition)."""
+    if cfg.arch == "mlp":
+        if len(input_shape) != 1:
+            raise UserError(f"the MLP chain needs flat features, got input shape {input_shape}")
+        return mlp_bodies(input_shape[0], n_classes, cfg.hidden_units, cfg.partition)
+    if len(input_shape) != 3:
+        raise UserError(f"{cfg.arch} needs image input [C, H, W], got input shape {input_shape}")
+    if cfg.arch == "mobilenet":
+        return mobilenet_bodies(input_shape[0], n_classes, cfg.width, cfg.small_input)
+    return resnet18_bodies(input_shape[0], n_classes, cfg.width)
+
+
+Shapes = dict[str, tuple[int, ...]]   # node -> per-example shape
+
+
+def _dry_run(topology: Topology, bodies: dict[str, nn.Module], input_shape: tuple[int, ...]) -> tuple[Shapes, Shapes]:
+    """Run the chain once (eval mode, batch of 2) to learn every node's (input, output) shape."""
+    out_shape: Shapes = {}
+    with torch.no_grad():
+        h = torch.zeros(2, *input_shape)
+        for name in topology.chain:
+            h = bodies[name].eval()(h)
+            out_shape[name] = tuple(h.shape[1:])
+    in_shape = {topology.iot: tuple(input_shape)}
+    in_shape.update({c: out_shape[p] for p, c in topology.chain_links})
+    return in_shape, out_shape
+
+
+def _skip_projections(topology: Topology, name: str, in_shape: Shapes, out_shape: Shapes) -> dict[str, nn.Module]:
+    """{skip consumer: projection of `name`'s output onto the consumer's input shape}; computed on
+    the sending node (spec section 2)."""
+    projections = {}
+    for c in topology.consumers(name):
+        if topology.is_skip(name, c):
+            src, dst = out_shape[name], in_shape[c]
+            projections[c] = linear_projection(src[0], dst[0]) if len(src) == 1 else conv_projection(src, dst)
+    return projections

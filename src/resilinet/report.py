@@ -8,9 +8,9 @@ import matplotlib.pyplot as plt
 
 from lab.report import lift_report, md_table, mean_sd, save_figure
 
-from .experiments import RunSpec
+from .studies import RunSpec
 from .hyperconnections import METHOD_LABELS, METHODS
-from .topology import ANALYTIC_P_NO_PATH
+from .topology import ANALYTIC_P_NO_PATH, pattern_probability, recorded_topology
 
 SETTINGS = ("no failure", "normal", "poor", "hazardous")
 ARCH_LABELS = {"mlp": "MLP chain (Health topology, flattened input)", "mobilenet": "MobileNet v1 (CNN topology)",
@@ -45,17 +45,34 @@ def _ordering(runs: dict[str, list[dict]], setting: str) -> tuple[bool, str]:
 
 def arch_section(arch: str, runs: dict[str, list[dict]], fig_dir: Path) -> str:
     """Expected accuracy per setting per method, brackets, checks, per-pattern table, figures."""
-    lines = [f"## {ARCH_LABELS.get(arch, arch)}\n"]
     first = next(iter(runs.values()))[0]
-    nodes, topo = first["nodes"], "health" if len(first["nodes"]) == 3 else "cnn"
+    nodes = first["nodes"]
     methods = [m for m in METHODS if m in runs]
-    n_seeds = {m: len(runs[m]) for m in methods}
     guess = mean_sd([r["guess_accuracy"] for m in methods for r in runs[m]])[0]
-    lines.append(f"Failure-prone nodes (spec order): {', '.join(nodes)}. Seeds per method: "
-                 f"{', '.join(f'{METHOD_LABELS[m]} {n_seeds[m]}' for m in methods)}. "
-                 f"Guess accuracy (sum of squared training class frequencies): {100 * guess:.2f}%.\n")
+    lines = [f"## {ARCH_LABELS.get(arch, arch)}\n",
+             f"Failure-prone nodes (spec order): {', '.join(nodes)}. Seeds per method: "
+             f"{', '.join(f'{METHOD_LABELS[m]} {len(runs[m])}' for m in methods)}. "
+             f"Guess accuracy (sum of squared training class frequencies): {100 * guess:.2f}%.\n",
+             "### Expected accuracy (%), mean ± sd over seeds, with the analytic brackets\n",
+             _expected_table(runs, methods, recorded_topology(first["topology"]).name, guess),
+             "Bracket = [P(no path) x guess, (1 - P(no path)) + P(no path) x guess]: the expected "
+             "accuracy if every connected pattern were wrong / right. Clean ceiling = (1 - P(no path)) x "
+             "clean + P(no path) x guess (ResiliNet's mean clean accuracy): failures cost nothing while "
+             "a path survives.\n",
+             "Checks:\n\n" + "\n".join(_checks(runs, methods)) + "\n",
+             "### Clean accuracy (%, test, all nodes alive)\n",
+             md_table(["method", "clean", "best epoch (val)"],
+                      [[METHOD_LABELS[m], _pm([r["clean_accuracy"] for r in runs[m]]),
+                        ", ".join(str(r["best_epoch"]) for r in runs[m])] for m in methods]),
+             "### Accuracy (%) per failure pattern (mean over seeds; 'guess' = no IoT-cloud path)\n",
+             _pattern_table(runs, methods, first)]
+    f1 = _expected_figure(arch, runs, methods, fig_dir)
+    f2 = _pattern_figure(arch, runs, methods, first, fig_dir)
+    lines.append(f"![expected accuracy]({f1.name})\n\n![per pattern]({f2.name})\n")
+    return "\n".join(lines)
 
-    lines.append("### Expected accuracy (%), mean ± sd over seeds, with the analytic brackets\n")
+
+def _expected_table(runs: dict[str, list[dict]], methods: list[str], topo: str, guess: float) -> str:
     headers = ["setting"] + [METHOD_LABELS[m] for m in methods] + [
         "P(no path) vanilla / skips (spec)", "bracket vanilla", "bracket skips", "clean ceiling skips"]
     rows = []
@@ -70,12 +87,10 @@ def arch_section(arch: str, runs: dict[str, list[dict]], fig_dir: Path) -> str:
         else:
             row += ["0 / 0", "-", "-", "-"]
         rows.append(row)
-    lines.append(md_table(headers, rows))
-    lines.append("Bracket = [P(no path) x guess, (1 - P(no path)) + P(no path) x guess]: the expected "
-                 "accuracy if every connected pattern were wrong / right. Clean ceiling = (1 - P(no path)) x "
-                 "clean + P(no path) x guess (ResiliNet's mean clean accuracy): failures cost nothing while "
-                 "a path survives.\n")
+    return md_table(headers, rows)
 
+
+def _checks(runs: dict[str, list[dict]], methods: list[str]) -> list[str]:
     checks = []
     all_inside = all(r["checks"]["inside_brackets"] for m in methods for r in runs[m])
     checks.append(f"- every run's expected accuracy inside its analytic bracket: **{'yes' if all_inside else 'NO'}**")
@@ -89,29 +104,24 @@ def arch_section(arch: str, runs: dict[str, list[dict]], fig_dir: Path) -> str:
         for s in ("poor", "hazardous"):
             ok, text = _ordering({m: runs[m] for m in ("vanilla", "deepfogguard", "resilinet")}, s)
             checks.append(f"- {s}: ResiliNet > deepFogGuard > vanilla: **{'holds' if ok else 'does NOT hold'}** ({text})")
-    lines.append("Checks:\n\n" + "\n".join(checks) + "\n")
+    return checks
 
-    lines.append("### Clean accuracy (%, test, all nodes alive)\n")
-    lines.append(md_table(["method", "clean", "best epoch (val)"],
-                          [[METHOD_LABELS[m], _pm([r["clean_accuracy"] for r in runs[m]]),
-                            ", ".join(str(r["best_epoch"]) for r in runs[m])] for m in methods]))
 
-    lines.append("### Accuracy (%) per failure pattern (mean over seeds; 'guess' = no IoT-cloud path)\n")
+def _pattern_table(runs: dict[str, list[dict]], methods: list[str], first: dict) -> str:
     headers = ["pattern", "P(pattern) poor"] + [METHOD_LABELS[m] for m in methods]
     rows = []
     rel = first["reliability_settings"]["poor"]
     for i, p in enumerate(first["patterns"]):
-        prob = 1.0
-        for a, r in zip(p["alive"], rel):
-            prob *= r if a else 1 - r
-        row = [_pattern_name(nodes, p["alive"]), f"{prob:.4f}"]
+        row = [_pattern_name(first["nodes"], p["alive"]), f"{pattern_probability(p['alive'], rel):.4f}"]
         for m in methods:
             pats = [r["patterns"][i] for r in runs[m]]
             acc = mean_sd([q["accuracy"] for q in pats])[0]
             row.append(f"{100 * acc:.2f}" + ("" if pats[0]["connected"] else " (guess)"))
         rows.append(row)
-    lines.append(md_table(headers, rows))
+    return md_table(headers, rows)
 
+
+def _expected_figure(arch: str, runs: dict[str, list[dict]], methods: list[str], fig_dir: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     for m in methods:
         ms = [mean_sd([r["expected_accuracy"][s] for r in runs[m]]) for s in SETTINGS]
@@ -121,22 +131,22 @@ def arch_section(arch: str, runs: dict[str, list[dict]], fig_dir: Path) -> str:
     ax.set_ylabel("expected accuracy (%)")
     ax.set_title(f"{arch}: expected accuracy by reliability setting")
     ax.legend()
-    f1 = save_figure(fig, fig_dir / f"{arch}_expected_accuracy.png")
+    return save_figure(fig, fig_dir / f"{arch}_expected_accuracy.png")
 
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(first["patterns"])), 4))
+
+def _pattern_figure(arch: str, runs: dict[str, list[dict]], methods: list[str], first: dict, fig_dir: Path) -> Path:
+    patterns = first["patterns"]
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(patterns)), 4))
     width = 0.8 / len(methods)
     for j, m in enumerate(methods):
-        accs = [100 * mean_sd([r["patterns"][i]["accuracy"] for r in runs[m]])[0]
-                for i in range(len(first["patterns"]))]
+        accs = [100 * mean_sd([r["patterns"][i]["accuracy"] for r in runs[m]])[0] for i in range(len(patterns))]
         ax.bar([i + j * width for i in range(len(accs))], accs, width, label=METHOD_LABELS[m])
-    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(first["patterns"]))],
-                  [_pattern_name(nodes, p["alive"]) for p in first["patterns"]], rotation=30, ha="right")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(patterns))],
+                  [_pattern_name(first["nodes"], p["alive"]) for p in patterns], rotation=30, ha="right")
     ax.set_ylabel("accuracy (%)")
     ax.set_title(f"{arch}: accuracy per failure pattern")
     ax.legend(fontsize=8)
-    f2 = save_figure(fig, fig_dir / f"{arch}_patterns.png")
-    lines.append(f"![expected accuracy]({f1.name})\n\n![per pattern]({f2.name})\n")
-    return "\n".join(lines)
+    return save_figure(fig, fig_dir / f"{arch}_patterns.png")
 
 
 def reproduce_report(specs: list[RunSpec], results: dict[str, dict], out: Path, header: str) -> str:

@@ -14,16 +14,33 @@ partition or a new deployment is a new `Topology(...)`, not new code:
 Worked example (Health, poor setting r = [f1 .95, f2 .91, e .87]): with every skip the cloud is
 cut off only when f2 is dead AND (f1 or e is dead): P(no path) = .09 * (1 - .95 * .87) = 0.015615,
 the spec's bracket. Without skips (vanilla) any failure cuts it: 1 - .95 * .91 * .87 = 0.247885.
+
+Which nodes are alive is one type, `AliveMask` (a 0/1 pattern over the failure-prone nodes in spec
+order), with the forms the rest of the code reads:
+
+    mask = AliveMask.from_pattern(HEALTH, (1, 0, 1))   # f2 dead
+    mask.pattern          -> (1, 0, 1)          results JSON "alive", chaos tallies
+    mask.failure_prone()  -> {f1: True, f2: False, e: True}      what the runtime reports
+    mask.alive_nodes()    -> {iot: True, e: True, f2: False, f1: True, cloud: True}
+    mask.floats()         -> the same as 1.0 / 0.0: `PartitionedModel.forward(x, alive)`
+    mask.connected        -> True (e -> f1 -> cloud survives)
+    producer_flags(node.producers, delivered)  -> {producer: 1.0 / 0.0}: `PhysicalNode.forward`
+    alive_columns(HEALTH, draws)  # draws [B, 3] of 0/1 -> {f1: [B], f2: [B], e: [B]}, per sample
+    pattern_indices(HEALTH, draws)  # [B]: each row's index in `patterns()` (Monte-Carlo lookups)
 """
 from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Sequence
+from typing import Collection, Iterable, Iterator, Sequence
+
+import torch
 
 from lab.errors import UserError
 
 Link = tuple[str, str]  # (producer, consumer)
+INPUT = "input"    # the IoT's only producer: the sensor reading
+LOGITS = "logits"  # the cloud's only output
 
 # Spec section 5, in each topology's failure-prone order ([f1, f2, e] for Health, [f, e] for CNNs).
 RELIABILITY_SETTINGS: dict[str, dict[str, tuple[float, ...]]] = {
@@ -117,17 +134,10 @@ class Topology:
         return Topology(self.name, self.chain, self.failure_prone, tuple(skips), self.all_skips)
 
     # -- failures ------------------------------------------------------------------------------
-    def alive_dict(self, alive: Sequence[int | bool]) -> dict[str, bool]:
-        """[0/1 per failure-prone node, spec order] -> {node: alive} including IoT and cloud."""
-        if len(alive) != len(self.failure_prone):
-            raise ValueError(f"alive pattern needs {len(self.failure_prone)} entries, got {len(alive)}")
-        out = {n: True for n in self.chain}
-        out.update({n: bool(a) for n, a in zip(self.failure_prone, alive)})
-        return out
-
-    def connected(self, alive: Sequence[int | bool] | Mapping[str, bool]) -> bool:
+    def connected(self, alive: "AliveMask | Sequence[int | bool]") -> bool:
         """Does an all-alive path from IoT to cloud survive (chain links + present skips)?"""
-        up = alive if isinstance(alive, Mapping) else self.alive_dict(alive)
+        mask = alive if isinstance(alive, AliveMask) else AliveMask.from_pattern(self, alive)
+        up = mask.alive_nodes()
         reach = {self.iot}
         for node in self.chain[1:]:  # chain order is a topological order: links only go up
             if up[node] and any(p in reach for p in self.producers(node)):
@@ -146,6 +156,68 @@ class Topology:
 
     def settings(self) -> dict[str, tuple[float, ...]]:
         return dict(RELIABILITY_SETTINGS[self.name])
+
+
+@dataclass(frozen=True)
+class AliveMask:
+    """Which failure-prone nodes are alive: `pattern` holds 0/1 per failure-prone node in the
+    topology's (spec) order. The IoT and the cloud never fail, so they are alive in every form."""
+    topology: Topology
+    pattern: tuple[int, ...]
+
+    @classmethod
+    def from_pattern(cls, topology: Topology, pattern: Sequence[int | bool]) -> "AliveMask":
+        if len(pattern) != len(topology.failure_prone):
+            raise ValueError(f"alive pattern needs {len(topology.failure_prone)} entries, got {len(pattern)}")
+        return cls(topology, tuple(int(bool(a)) for a in pattern))
+
+    @classmethod
+    def from_nodes(cls, topology: Topology, alive: Collection[str]) -> "AliveMask":
+        """From the names of the nodes that are alive (e.g. those that delivered a request)."""
+        return cls(topology, tuple(int(n in alive) for n in topology.failure_prone))
+
+    @classmethod
+    def all_alive(cls, topology: Topology) -> "AliveMask":
+        return cls(topology, (1,) * len(topology.failure_prone))
+
+    def failure_prone(self) -> dict[str, bool]:
+        """{failure-prone node: alive}, spec order."""
+        return {n: bool(a) for n, a in zip(self.topology.failure_prone, self.pattern)}
+
+    def alive_nodes(self) -> dict[str, bool]:
+        """{node: alive} for every chain node (IoT and cloud True)."""
+        return {n: True for n in self.topology.chain} | self.failure_prone()
+
+    def floats(self) -> dict[str, float]:
+        """{node: 1.0 / 0.0} for every chain node: the alive argument of `PartitionedModel.forward`."""
+        return {n: float(a) for n, a in self.alive_nodes().items()}
+
+    def dead(self) -> tuple[str, ...]:
+        return tuple(n for n, a in self.failure_prone().items() if not a)
+
+    @property
+    def connected(self) -> bool:
+        return self.topology.connected(self)
+
+
+def producer_flags(producers: Iterable[str], delivered: Collection[str]) -> dict[str, float]:
+    """{producer: 1.0 if it delivered else 0.0}: the per-producer alive argument of
+    `PhysicalNode.forward`. The sensor reading (INPUT) is always there."""
+    return {p: 1.0 if p == INPUT or p in delivered else 0.0 for p in producers}
+
+
+def alive_columns(topology: Topology, alive: torch.Tensor) -> dict[str, torch.Tensor]:
+    """alive [B, n] of 0/1 (column k = failure-prone node k, spec order) -> {node: [B]}: per-sample
+    masks for `PartitionedModel.forward`."""
+    return {node: alive[:, k] for k, node in enumerate(topology.failure_prone)}
+
+
+def pattern_indices(topology: Topology, alive: torch.Tensor) -> torch.Tensor:
+    """alive [B, n] of 0/1 -> [B] int64: each row's index in `topology.patterns()` (all-alive is 0;
+    the pattern's 0/1 read as a binary number, most significant bit first, counts down from 2^n - 1)."""
+    n = len(topology.failure_prone)
+    code = (alive.long() * (2 ** torch.arange(n - 1, -1, -1))).sum(1)
+    return (2 ** n - 1) - code
 
 
 def pattern_probability(alive: Sequence[int], reliability: Sequence[float]) -> float:
@@ -176,6 +248,22 @@ CNN = Topology(
     failure_prone=("f", "e"),
     skips=(("iot", "f"), ("e", "cloud")),
 )
+
+
+TOPOLOGIES: dict[str, Topology] = {t.name: t for t in (HEALTH, CNN)}
+
+
+def topology_for(arch: str) -> Topology:
+    """The deployment an architecture is partitioned over: the MLP chain on Health, the CNNs on CNN."""
+    return HEALTH if arch == "mlp" else CNN
+
+
+def recorded_topology(record: dict) -> Topology:
+    """The full topology (every skip it allows) an evaluation's `topology` record was computed on:
+    by its name, or, for evaluations written before the name was recorded, by its chain."""
+    if "name" in record:
+        return TOPOLOGIES[record["name"]]
+    return next(t for t in TOPOLOGIES.values() if list(t.chain) == list(record["chain"]))
 
 
 def parse_skips(topology: Topology, text: str) -> tuple[Link, ...]:

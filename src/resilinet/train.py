@@ -3,7 +3,8 @@
 Run directory (lab.rundir):
     config.json       resolved config, seed, git commit
     metrics.jsonl     one row per epoch: train loss, clean validation accuracy, seconds
-    checkpoint.*      latest state (model, best model, optimizer, epoch), written atomically
+    checkpoint.*      latest state (model, best model, optimizer, epoch; the sidecar also holds what
+                      `run.load_trained` needs: config, shapes, class prior, guess accuracy)
     results.json      the selected model's evaluation (see evaluate.evaluate_model)
 An interrupted run resumes from its checkpoint when the same command is run again. Data order,
 augmentation and failout draws depend only on (seed, epoch), so a resumed run sees the same
@@ -13,38 +14,27 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from lab.checkpoint import (checkpoint_exists, load_checkpoint, optimizer_from_tensors, optimizer_to_tensors,
-                            save_checkpoint)
-from lab.config import from_dict, to_dict
+from lab.checkpoint import checkpoint_exists, restore_training_state, save_training_state
+from lab.device import set_threads
 from lab.errors import UserError
 from lab.io import atomic_write_json, read_json
 from lab.rundir import MetricsLog, write_config
 from lab.seeding import seed_everything, step_rng
 
-from .config import Config
-from .data import Splits, load_dataset
+from .config import Config, run_config, same_trained_model, trained_sections
+from .data import Splits, load_splits
 from .evaluate import clean_accuracy, evaluate_model
 from .failout import Failout, survival_rates
 from .hyperconnections import METHODS
 from .models import PartitionedModel, build_model
-
-CHECKPOINT = "checkpoint"
-
-
-def load_splits(cfg: Config, seed: int) -> Splits:
-    d = cfg.data
-    if d.root is None and d.name in ("mhealth", "cifar10"):
-        what = "the UCI MHEALTHDATASET folder" if d.name == "mhealth" else "CIFAR-10's binary batches"
-        raise UserError(f"data.name={d.name} needs data.root=DIR pointing at {what} "
-                        f"(or use --preset cpu for the embedded Fashion-MNIST)")
-    return load_dataset(d.name, d.root, seed=seed, limit=d.limit, flatten=cfg.model.arch == "mlp",
-                        legacy_mhealth=d.legacy_mhealth)
+from .run import CHECKPOINT
 
 
 def make_failout(cfg: Config, model: PartitionedModel) -> Failout | None:
@@ -72,110 +62,110 @@ def l2_term(model: torch.nn.Module) -> torch.Tensor:
     return sum((p * p).sum() for n, p in model.named_parameters() if p.dim() > 1)
 
 
-def _state(prefix: str, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.{k}": v for k, v in model.state_dict().items()}
-
-
-def _unprefix(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    n = len(prefix) + 1
-    return {k[n:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
+@dataclass
+class _State:
+    """What training carries from epoch to epoch (and what a checkpoint restores)."""
+    model: PartitionedModel
+    best: PartitionedModel            # the selected model: best clean validation accuracy so far
+    opt: torch.optim.Optimizer
+    epoch: int = 0                    # epochs done
+    best_val: float = -1.0
+    best_epoch: int = 0
 
 
 def train(cfg: Config, out: str | Path, seed: int = 0, progress: bool = True) -> dict:
     """Train (or resume) the run in `out`; returns results.json's content."""
     out = Path(out)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    resuming = checkpoint_exists(out / CHECKPOINT)
-    if resuming:
-        saved = read_json(out / "config.json", "run config")
-        if saved.get("config") != to_dict(cfg) or saved.get("seed") != seed:
-            raise UserError(f"{out} holds a run with a different config or seed; use another --out "
-                            f"or the run's own config (resilinet train --resume {out})")
-    elif (out / "results.json").exists() or (out / "metrics.jsonl").exists():
-        raise UserError(f"{out} already holds a run without a checkpoint to resume from; use another --out")
-
+    set_threads(cfg.train.threads)
+    resuming = _check_out_dir(out, cfg, seed)
     splits = load_splits(cfg, seed)
     seed_everything(seed)
     model = build_model(cfg.model, splits.input_shape, splits.n_classes, seed)
     best = build_model(cfg.model, splits.input_shape, splits.n_classes, seed)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    state = _State(model, best, torch.optim.Adam(model.parameters(), lr=cfg.train.lr))
     failout = make_failout(cfg, model)
     log = MetricsLog(out / "metrics.jsonl")
-
-    start_epoch, best_val, best_epoch = 0, -1.0, 0
     if resuming:
-        tensors, meta = load_checkpoint(out / CHECKPOINT)
-        model.load_state_dict(_unprefix(tensors, "model"))
-        best.load_state_dict(_unprefix(tensors, "best"))
-        optimizer_from_tensors(opt, tensors, meta["optimizer"])
-        start_epoch, best_val, best_epoch = meta["epoch"], meta["best_val_accuracy"], meta["best_epoch"]
-        log.truncate_after(start_epoch)
-        if progress:
-            print(f"resuming {out} after epoch {start_epoch}")
+        _resume(out, state, log, progress)
     else:
-        write_config(out, to_dict(cfg), seed, extra={"dataset_source": splits.source,
-                                                     "input_shape": list(splits.input_shape)})
-
-    n, bs = len(splits.y_train), cfg.train.batch_size
-    steps = math.ceil(n / bs)
-    for epoch in range(start_epoch, cfg.train.epochs):
+        write_config(out, trained_sections(cfg), seed, extra={"dataset_source": splits.source,
+                                                             "input_shape": list(splits.input_shape)})
+    for epoch in range(state.epoch, cfg.train.epochs):
         t0 = time.time()
-        model.train()
-        perm = torch.from_numpy(step_rng(seed, epoch, stream=1).permutation(n))
-        gen = torch.Generator().manual_seed(int(step_rng(seed, epoch, stream=2).integers(2**62)))
-        total, bar = 0.0, tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                               disable=not progress)
-        for i in bar:
-            idx = perm[i * bs:(i + 1) * bs]
-            xb, yb = splits.x_train[idx], splits.y_train[idx]
-            if cfg.train.augment and xb.dim() == 4:
-                xb = augment(xb, gen)
-            masks = failout.sample(len(idx), gen) if failout else None  # {node: 0/1 or [B]}
-            loss = F.cross_entropy(model(xb, masks), yb)
-            if cfg.train.l2:
-                loss = loss + cfg.train.l2 * l2_term(model)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        train_loss = _train_epoch(cfg, state, splits, failout, seed, epoch, progress)
         val = clean_accuracy(model, splits.x_val, splits.y_val, cfg.train.eval_batch_size)
-        if val > best_val:  # model selection: best validation accuracy without failures
-            best_val, best_epoch = val, epoch + 1
+        if val > state.best_val:  # model selection: best validation accuracy without failures
+            state.best_val, state.best_epoch = val, epoch + 1
             best.load_state_dict(model.state_dict())
-        row = {"step": epoch + 1, "epoch": epoch + 1, "train_loss": total / n, "val_accuracy": val,
+        state.epoch = epoch + 1
+        row = {"step": epoch + 1, "epoch": epoch + 1, "train_loss": train_loss, "val_accuracy": val,
                "seconds": round(time.time() - t0, 3)}
         log.append(row)
         if progress:
             print(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {row['train_loss']:.4f}  "
                   f"val {val:.4f}  ({row['seconds']:.1f}s)")
-        opt_tensors, opt_meta = optimizer_to_tensors(opt)
-        save_checkpoint(out / CHECKPOINT, {**_state("model", model), **_state("best", best), **opt_tensors},
-                        {"epoch": epoch + 1, "best_val_accuracy": best_val, "best_epoch": best_epoch,
-                         "optimizer": opt_meta, "config": to_dict(cfg), "seed": seed,
-                         "input_shape": list(splits.input_shape), "n_classes": splits.n_classes})
+        _save(out, cfg, seed, state, splits)
 
     results = evaluate_model(best, splits, eval_batch_size=cfg.train.eval_batch_size)
     results.update({"method": cfg.model.method, "arch": cfg.model.arch, "seed": seed,
-                    "best_epoch": best_epoch, "val_accuracy": best_val, "dataset": splits.name})
+                    "best_epoch": state.best_epoch, "val_accuracy": state.best_val, "dataset": splits.name})
     atomic_write_json(out / "results.json", results)
     return results
 
 
-def load_run(run_dir: str | Path) -> tuple[Config, PartitionedModel, int]:
-    """Rebuild a run's selected (best) model from its checkpoint and JSON sidecar alone."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"run directory not found: {run_dir}")
-    if not checkpoint_exists(run_dir / CHECKPOINT):
-        raise UserError(f"{run_dir} has no checkpoint ({CHECKPOINT}.safetensors + .json); "
-                        f"is it a `resilinet train` output directory?")
-    tensors, meta = load_checkpoint(run_dir / CHECKPOINT)
-    try:
-        cfg = from_dict(Config, meta["config"])
-        model = build_model(cfg.model, tuple(meta["input_shape"]), meta["n_classes"], meta["seed"])
-        model.load_state_dict(_unprefix(tensors, "best"))
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise UserError(f"{run_dir}: checkpoint does not match this version's model ({e})") from None
-    return cfg, model, int(meta["seed"])
+def _check_out_dir(out: Path, cfg: Config, seed: int) -> bool:
+    """True when `out` holds this run's checkpoint to resume; refuses a folder holding another run."""
+    if checkpoint_exists(out / CHECKPOINT):
+        saved = read_json(out / "config.json", "run config")
+        if not same_trained_model(run_config(saved.get("config") or {}), cfg) or saved.get("seed") != seed:
+            raise UserError(f"{out} holds a run with a different config or seed; use another --out "
+                            f"or run the command that started it again to resume it")
+        return True
+    if (out / "results.json").exists() or (out / "metrics.jsonl").exists():
+        raise UserError(f"{out} already holds a run without a checkpoint to resume from; use another --out")
+    return False
+
+
+def _resume(out: Path, state: _State, log: MetricsLog, progress: bool) -> None:
+    meta = restore_training_state(out / CHECKPOINT, {"model": state.model, "best": state.best}, state.opt)
+    state.epoch, state.best_val, state.best_epoch = meta["epoch"], meta["best_val_accuracy"], meta["best_epoch"]
+    log.truncate_after(state.epoch)
+    if progress:
+        print(f"resuming {out} after epoch {state.epoch}")
+
+
+def _train_epoch(cfg: Config, state: _State, splits: Splits, failout: Failout | None, seed: int, epoch: int,
+                 progress: bool) -> float:
+    """One pass over the training split; returns the mean training loss. Order, augmentation and
+    failout draws depend only on (seed, epoch)."""
+    model, opt = state.model, state.opt
+    n, bs = len(splits.y_train), cfg.train.batch_size
+    model.train()
+    perm = torch.from_numpy(step_rng(seed, epoch, stream=1).permutation(n))
+    gen = torch.Generator().manual_seed(int(step_rng(seed, epoch, stream=2).integers(2**62)))
+    total, bar = 0.0, tqdm(range(math.ceil(n / bs)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
+                           disable=not progress)
+    for i in bar:
+        idx = perm[i * bs:(i + 1) * bs]
+        xb, yb = splits.x_train[idx], splits.y_train[idx]
+        if cfg.train.augment and xb.dim() == 4:
+            xb = augment(xb, gen)
+        masks = failout.sample(len(idx), gen) if failout else None  # {node: 0/1 or [B]}
+        loss = F.cross_entropy(model(xb, masks), yb)
+        if cfg.train.l2:
+            loss = loss + cfg.train.l2 * l2_term(model)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+    return total / n
+
+
+def _save(out: Path, cfg: Config, seed: int, state: _State, splits: Splits) -> None:
+    """The resumable checkpoint; its sidecar alone rebuilds the selected model (`run.load_trained`)."""
+    save_training_state(out / CHECKPOINT, {"model": state.model, "best": state.best}, state.opt, {
+        "epoch": state.epoch, "best_val_accuracy": state.best_val, "best_epoch": state.best_epoch,
+        "config": trained_sections(cfg), "seed": seed, "input_shape": list(splits.input_shape),
+        "n_classes": splits.n_classes, "class_prior": splits.class_prior().tolist(),
+        "guess_accuracy": splits.guess_accuracy()})

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from resilinet.data import Splits
-from resilinet.models import ModelConfig, build_model
+from resilinet.config import ModelConfig
+from resilinet.models import build_model
 
 torch.set_num_threads(1)
 

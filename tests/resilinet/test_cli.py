@@ -8,6 +8,7 @@ import torch
 from resilinet import train as train_mod
 from resilinet.cli import main
 from resilinet.config import make_config
+from resilinet.run import load_run
 
 TINY = ["data.name=digits", "data.limit=300", "train.epochs=2", "train.batch_size=64", "model.hidden_units=32"]
 
@@ -101,8 +102,8 @@ def test_an_interrupted_run_resumes_to_the_same_model(tmp_path, monkeypatch):
     assert a["expected_accuracy"] == b["expected_accuracy"] and a["best_epoch"] == b["best_epoch"]
     rows = [json.loads(l) for l in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
-    _, ma, _ = train_mod.load_run(tmp_path / "straight")
-    _, mb, _ = train_mod.load_run(tmp_path / "resumed")
+    _, ma, _ = load_run(tmp_path / "straight")
+    _, mb, _ = load_run(tmp_path / "resumed")
     for (k, va), vb in zip(ma.state_dict().items(), mb.state_dict().values()):
         assert torch.equal(va, vb), k
 

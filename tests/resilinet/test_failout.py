@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from lab.errors import UserError
-from resilinet.config import make_config
-from resilinet.failout import Failout, FailoutConfig, survival_rates
+from resilinet.config import FailoutConfig, make_config
+from resilinet.failout import Failout, survival_rates
 from resilinet.topology import CNN, HEALTH
 from resilinet.train import make_failout
 

@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from resilinet.hyperconnections import combine, hyperconnection_weights
-from resilinet.models import INPUT
-from resilinet.topology import CNN, HEALTH
+from resilinet.topology import CNN, HEALTH, INPUT
 
 from resilinet_toys import toy_model
 

@@ -1,5 +1,6 @@
 """Spec sections 1, 2 and 5: the topologies as data, connectivity and the analytic brackets."""
 import pytest
+import torch
 
 from lab.errors import UserError
 from resilinet.topology import (ANALYTIC_P_NO_PATH, CNN, HEALTH, Topology, p_no_path, parse_skips,
@@ -75,3 +76,31 @@ def test_health_p_no_path_has_the_closed_form(r_f1, r_f2, r_e):
 def test_cnn_p_no_path_has_the_closed_form(r_f, r_e):
     """Cut off iff both die (iot->f and e->cloud each bypass one)."""
     assert p_no_path(CNN, (r_f, r_e)) == pytest.approx((1 - r_f) * (1 - r_e), abs=1e-12)
+
+
+def test_one_alive_mask_in_every_form_the_code_reads():
+    from resilinet.topology import INPUT, AliveMask, alive_columns, pattern_indices, producer_flags
+
+    mask = AliveMask.from_pattern(HEALTH, (1, 0, 1))            # f2 dead
+    assert mask.pattern == (1, 0, 1) and mask.dead() == ("f2",)
+    assert mask.failure_prone() == {"f1": True, "f2": False, "e": True}
+    assert mask.alive_nodes() == {"iot": True, "e": True, "f2": False, "f1": True, "cloud": True}
+    assert mask.floats()["f2"] == 0.0 and mask.floats()["iot"] == 1.0
+    assert mask.connected and mask == AliveMask.from_nodes(HEALTH, {"iot", "e", "f1", "cloud"})
+    assert producer_flags(("e", "iot"), {"iot"}) == {"e": 0.0, "iot": 1.0}
+    assert producer_flags((INPUT,), set()) == {INPUT: 1.0}      # the sensor reading is always there
+    patterns = list(HEALTH.patterns())
+    draws = torch.tensor(patterns, dtype=torch.float32)          # [8, 3], one pattern per row
+    assert pattern_indices(HEALTH, draws).tolist() == list(range(len(patterns)))
+    assert torch.equal(alive_columns(HEALTH, draws)["e"], draws[:, 2])
+    with pytest.raises(ValueError, match="3 entries"):
+        AliveMask.from_pattern(HEALTH, (1, 0))
+
+
+def test_an_evaluation_record_names_its_topology():
+    from resilinet.topology import TOPOLOGIES, recorded_topology
+
+    assert recorded_topology({"name": "cnn", "chain": list(CNN.chain), "skips": []}) is CNN
+    # written before the name was recorded: found by its chain, not guessed from the node count
+    assert recorded_topology({"chain": list(HEALTH.chain), "skips": []}) is HEALTH
+    assert set(TOPOLOGIES) == {"health", "cnn"}

@@ -7,7 +7,8 @@ for answered examples i with pattern p_i, E = mean_i acc(p_i), where acc(p) is t
 accuracy under pattern p (the guess accuracy sum_c p_c^2 when no path survived); the answers are
 independent Bernoulli(acc(p_i)) draws, so the standard error is sqrt(sum_i acc(p_i)(1 - acc(p_i))) / N
 and the run passes when |empirical - E| <= 3 SE, no request was lost or failed, and every node is
-up again at the end.
+up again at the end. acc(p) is read from the run's results.json (written by `resilinet train`),
+not recomputed; the test split is read only for the examples the clients send.
 """
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ from pathlib import Path
 import numpy as np
 
 from lab.errors import UserError
-from lab.io import atomic_write_json
+from lab.io import atomic_write_json, read_json
+from lab.report import md_table
+
+from ..config import RuntimeConfig
+from ..data import load_splits
+from ..run import load_trained
+from ..topology import AliveMask
+from .service import start_service, stop_service
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChaosPlan:
     duration_s: float = 120.0
     kill_every_s: float = 10.0   # 0: no kills
@@ -38,7 +46,7 @@ class ChaosPlan:
     batch: int = 16
     seed: int = 0
 
-    def validate(self) -> None:
+    def __post_init__(self) -> None:
         if self.duration_s <= 0:
             raise UserError(f"--duration must be > 0, got {self.duration_s}")
         for name in ("kill_every_s", "hang_every_s", "hang_s"):
@@ -57,7 +65,7 @@ class _Tally:
         self.latency_ms: list[float] = []
 
 
-def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _Tally, nodes) -> None:
+def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _Tally, topology) -> None:
     rng = np.random.default_rng([plan.seed, 100 + k])
     conn = http.client.HTTPConnection(*addr, timeout=60)
     while not stop.is_set():
@@ -84,7 +92,7 @@ def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _
                 tally.errors[f"{r.status}: {data[:200].decode(errors='replace')}"] += 1
             continue
         out = json.loads(data)
-        pattern = tuple(int(out["alive"][n]) for n in nodes)
+        pattern = AliveMask.from_nodes(topology, [n for n, a in out["alive"].items() if a]).pattern
         correct = int(np.sum(np.asarray(out["predictions"]) == y[idx]))
         with tally.lock:
             tally.answered += 1
@@ -146,82 +154,34 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg=None, host: str = "127.0.0.1",
-              port: int = 0, address: str | None = None) -> dict:
-    from ..evaluate import exact_pattern_accuracies
-    from ..train import load_run, load_splits
-    from .service import start_service, stop_service
-
+def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg: RuntimeConfig | None = None) -> dict:
+    """Serve the run, load it and sabotage it for `plan.duration_s`, then write OUT/chaos.json and
+    OUT/chaos.md; returns the report (with its markdown)."""
     out = Path(out)
-    run_cfg, model, seed = load_run(run_dir)
-    splits = load_splits(run_cfg, seed)
-    guess = splits.guess_accuracy()
-    exact = {r.alive: r for r in exact_pattern_accuracies(model, splits.x_test, splits.y_test, guess)}
+    run = load_trained(run_dir)
+    exact = _exact_accuracies(Path(run_dir))
+    splits = load_splits(run.cfg, run.seed)   # the test examples the clients send
     x, y = splits.x_test.numpy(), splits.y_test.numpy()
-    nodes = list(model.topology.failure_prone)
+    nodes = list(run.model.topology.failure_prone)
 
     t_start = time.time()
-    service = start_service(str(run_dir), host, port, cfg, address)
+    service = start_service(str(run_dir), cfg)
     startup_s = time.time() - t_start
-    tally, events, stopped = _Tally(), [], set()
-    stop = threading.Event()
+    tally = _Tally()
     try:
-        threads = [threading.Thread(target=_client, args=(service.address, x, y, plan, k, stop, tally, nodes),
-                                    daemon=True) for k in range(plan.clients)]
-        threads.append(threading.Thread(target=_saboteur, args=(service, plan, stop, events, stopped), daemon=True))
-        for t in threads:
-            t.start()
-        time.sleep(plan.duration_s)
-        stop.set()
-        for t in threads:
-            t.join(timeout=120)
-        for pid in list(stopped):
-            _signal(pid, signal.SIGCONT)
-        t_wait = time.monotonic()  # every node back?
-        sup = service.router.supervisor
-        while any(s.state != "up" for s in sup.nodes.values()) and time.monotonic() - t_wait < 60:
-            time.sleep(0.1)
-        recovered_s = time.monotonic() - t_wait
-        node_status = sup.status()
-        rejoins = {n: sum(1 for _, st in s.events if st == "up") - 1 for n, s in sup.nodes.items()}
+        events = _load_and_sabotage(service, plan, x, y, tally)
+        after = _recovery(service.router.supervisor)
     finally:
         stop_service(service)
 
-    n_ex = sum(r[1] for r in tally.by_pattern.values())
-    correct = sum(r[2] for r in tally.by_pattern.values())
-    rows, expect, var = [], 0.0, 0.0
-    for pat, (reqs, exs, cor) in sorted(tally.by_pattern.items(), reverse=True):
-        acc = exact[pat].accuracy
-        expect += exs * acc
-        var += exs * acc * (1 - acc)
-        rows.append({"alive": list(pat), "dead": [n for n, a in zip(nodes, pat) if not a],
-                     "connected": exact[pat].connected, "requests": reqs, "examples": exs,
-                     "empirical_accuracy": cor / exs, "exact_accuracy": acc})
-    empirical = correct / n_ex if n_ex else float("nan")
-    expected = expect / n_ex if n_ex else float("nan")
-    se = math.sqrt(var) / n_ex if n_ex else float("nan")
-    z = (empirical - expected) / se if se else 0.0
-    lat = np.array(tally.latency_ms) if tally.latency_ms else np.zeros(1)
-    all_up = all(s["state"] == "up" for s in node_status.values())
-    report = {
-        "run": str(run_dir), "method": run_cfg.model.method, "plan": asdict(plan),
-        "hop_deadline_s": service.router.cfg.hop_deadline_s, "startup_s": round(startup_s, 1),
-        "requests": {"sent": tally.sent, "answered": tally.answered, "failed": tally.failed, "lost": tally.lost},
-        "errors": dict(tally.errors), "examples": n_ex,
-        "throughput_examples_per_s": n_ex / plan.duration_s,
-        "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                       "max": float(lat.max())},
-        "accuracy": {"empirical": empirical, "expected_for_observed_patterns": expected,
-                     "standard_error": se, "z": z},
-        "patterns": rows, "events": events,
-        "kills": sum(e["event"] == "kill" for e in events), "hangs": sum(e["event"] == "hang" for e in events),
-        "nodes": {n: {"state": s["state"], "restarts": s["restarts"], "rejoined": rejoins[n],
-                      "requests_served": s["requests_served"], "latency_ms": s["latency_ms"]}
-                  for n, s in node_status.items()},
-        "all_nodes_up_at_end": all_up, "seconds_to_all_up_after_load": round(recovered_s, 2),
-    }
+    report = {"run": str(run_dir), "method": run.cfg.model.method, "plan": asdict(plan),
+              "hop_deadline_s": service.router.cfg.hop_deadline_s, "startup_s": round(startup_s, 1),
+              **_accuracy_section(tally, exact, nodes, plan), "events": events,
+              "kills": sum(e["event"] == "kill" for e in events), "hangs": sum(e["event"] == "hang" for e in events),
+              **after}
+    all_up = after["all_nodes_up_at_end"]
     report["verdict"] = {"no_request_lost": tally.lost == 0 and tally.failed == 0 and tally.sent == tally.answered,
-                         "nodes_came_back": all_up, "accuracy_within_3_se": abs(z) <= 3}
+                         "nodes_came_back": all_up, "accuracy_within_3_se": abs(report["accuracy"]["z"]) <= 3}
     report["verdict"]["ok"] = all(report["verdict"].values())
     report["markdown"] = _markdown(report, nodes)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,9 +190,76 @@ def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg=None, h
     return report
 
 
-def _markdown(r: dict, nodes: list[str]) -> str:
-    from lab.report import md_table
+def _exact_accuracies(run_dir: Path) -> dict[tuple[int, ...], dict]:
+    """{alive pattern: {"accuracy", "connected"}}: the exact test accuracy under each pattern, as
+    `resilinet train` wrote it to results.json."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        raise UserError(f"{run_dir} has no results.json (the exact accuracies chaos compares with); "
+                        f"finish training it first")
+    return {tuple(p["alive"]): p for p in read_json(path, "results")["patterns"]}
 
+
+def _load_and_sabotage(service, plan: ChaosPlan, x: np.ndarray, y: np.ndarray, tally: _Tally) -> list[dict]:
+    """Clients and the saboteur for `plan.duration_s`; returns the saboteur's events."""
+    events, stopped, stop = [], set(), threading.Event()
+    topology = service.router.topology
+    threads = [threading.Thread(target=_client, args=(service.address, x, y, plan, k, stop, tally, topology),
+                                daemon=True) for k in range(plan.clients)]
+    threads.append(threading.Thread(target=_saboteur, args=(service, plan, stop, events, stopped), daemon=True))
+    for t in threads:
+        t.start()
+    time.sleep(plan.duration_s)
+    stop.set()
+    for t in threads:
+        t.join(timeout=120)
+    for pid in list(stopped):
+        _signal(pid, signal.SIGCONT)
+    return events
+
+
+def _recovery(sup) -> dict:
+    """Wait (up to 60 s) for every node to be up again; the nodes' part of the report."""
+    t_wait = time.monotonic()
+    while any(s.state != "up" for s in sup.nodes.values()) and time.monotonic() - t_wait < 60:
+        time.sleep(0.1)
+    recovered_s = time.monotonic() - t_wait
+    status = sup.status()
+    rejoins = {n: sum(1 for _, st in s.events if st == "up") - 1 for n, s in sup.nodes.items()}
+    return {"nodes": {n: {"state": s["state"], "restarts": s["restarts"], "rejoined": rejoins[n],
+                          "requests_served": s["requests_served"], "latency_ms": s["latency_ms"]}
+                      for n, s in status.items()},
+            "all_nodes_up_at_end": all(s["state"] == "up" for s in status.values()),
+            "seconds_to_all_up_after_load": round(recovered_s, 2)}
+
+
+def _accuracy_section(tally: _Tally, exact: dict, nodes: list[str], plan: ChaosPlan) -> dict:
+    """Requests, latency, and the empirical accuracy beside the exact expectation for the
+    patterns the answers were computed under."""
+    n_ex = sum(r[1] for r in tally.by_pattern.values())
+    correct = sum(r[2] for r in tally.by_pattern.values())
+    rows, expect, var = [], 0.0, 0.0
+    for pat, (reqs, exs, cor) in sorted(tally.by_pattern.items(), reverse=True):
+        acc = exact[pat]["accuracy"]
+        expect += exs * acc
+        var += exs * acc * (1 - acc)
+        rows.append({"alive": list(pat), "dead": [n for n, a in zip(nodes, pat) if not a],
+                     "connected": exact[pat]["connected"], "requests": reqs, "examples": exs,
+                     "empirical_accuracy": cor / exs, "exact_accuracy": acc})
+    empirical = correct / n_ex if n_ex else float("nan")
+    expected = expect / n_ex if n_ex else float("nan")
+    se = math.sqrt(var) / n_ex if n_ex else float("nan")
+    lat = np.array(tally.latency_ms) if tally.latency_ms else np.zeros(1)
+    return {"requests": {"sent": tally.sent, "answered": tally.answered, "failed": tally.failed, "lost": tally.lost},
+            "errors": dict(tally.errors), "examples": n_ex, "throughput_examples_per_s": n_ex / plan.duration_s,
+            "latency_ms": {"p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
+                           "max": float(lat.max())},
+            "accuracy": {"empirical": empirical, "expected_for_observed_patterns": expected,
+                         "standard_error": se, "z": (empirical - expected) / se if se else 0.0},
+            "patterns": rows}
+
+
+def _markdown(r: dict, nodes: list[str]) -> str:
     p, q, a = r["plan"], r["requests"], r["accuracy"]
     lines = [f"# ResiliNet chaos run ({r['method']})", "",
              f"`{r['run']}`: {p['duration_s']:.0f} s of load, {p['clients']} clients x batch {p['batch']}; "

@@ -5,7 +5,7 @@ the router's threads and Ray's callbacks also need the GIL, and every request wo
 connection thread several times (request line and headers, body, the router's answer, the
 reply), each wake-up a wait for the GIL. One loop thread reads and answers every connection
 between its own waits. Measured with 32 clients posting raw float32 batches: see
-docs/RESULTS.md (ResiliNet runtime, "Latency, throughput, failover"). Why not aiohttp or
+docs/results/resilinet-runtime.md, "The HTTP front end". Why not aiohttp or
 uvicorn: for four endpoints on loopback this is short, keeps the runtime's dependencies to Ray,
 torch and numpy, and the tests cover all it speaks (tests/resilinet/runtime/test_service.py).
 

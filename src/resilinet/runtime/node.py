@@ -31,6 +31,7 @@ import warnings
 import numpy as np
 import torch
 
+from ..topology import INPUT, LOGITS, producer_flags
 from .cluster import ray
 
 
@@ -55,7 +56,7 @@ class NodeProcess:
         node = self.modules[key]
         tensors = [None if a is None else torch.from_numpy(np.asarray(a)) for a in inputs]
         sent = node(dict(zip(node.producers, tensors)), alive, batch_size=batch_size)
-        outs = tuple(sent[c].numpy() for c in (node.consumers or ("logits",)) if c not in omit)
+        outs = tuple(sent[c].numpy() for c in (node.consumers or (LOGITS,)) if c not in omit)
         self.served += 1
         status = {"node": self.name, "pid": os.getpid(),
                   "compute_ms": 1e3 * (time.perf_counter() - t0)}
@@ -68,11 +69,11 @@ class NodeProcess:
         t0 = time.perf_counter()
         ok = True
         for node in self.modules.values():
-            if node.producers == ("input",):
-                inputs = {"input": torch.zeros(1, *node.in_shape)}
+            if node.producers == (INPUT,):
+                inputs = {INPUT: torch.zeros(1, *node.in_shape)}
             else:
                 inputs = {p: None for p in node.producers}
-            out = node(inputs, {p: 1.0 for p in node.producers}, batch_size=1)
+            out = node(inputs, producer_flags(node.producers, node.producers), batch_size=1)
             ok = ok and all(bool(torch.isfinite(t).all()) for t in out.values())
         return {"node": self.name, "pid": os.getpid(), "ok": ok, "served": self.served,
                 "compute_ms": 1e3 * (time.perf_counter() - t0)}

@@ -42,9 +42,11 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from ..config import RuntimeConfig
 from ..models import PartitionedModel
+from ..topology import LOGITS, AliveMask, producer_flags
 from .cluster import ray
-from .supervisor import RuntimeConfig, Supervisor
+from .supervisor import Supervisor
 
 
 class ServiceUnavailable(RuntimeError):
@@ -78,7 +80,6 @@ class Router:
         self.key = key
         self._owns_supervisor = supervisor is None
         self.supervisor = supervisor or Supervisor({key: model}, cfg)
-        self.cfg = self.supervisor.cfg
         self.topology = model.topology
         self.consumers = {n: model.nodes[n].consumers for n in self.topology.chain}
         self.producers = {n: model.nodes[n].producers for n in self.topology.chain}
@@ -95,6 +96,11 @@ class Router:
         self._pool: ThreadPoolExecutor | None = None
         self._batcher: threading.Thread | None = None
         self._stopping = threading.Event()
+
+    @property
+    def cfg(self) -> RuntimeConfig:
+        """The settings of the node processes this router routes through (the supervisor's)."""
+        return self.supervisor.cfg
 
     def start(self) -> "Router":
         self.supervisor.start()
@@ -187,12 +193,27 @@ class Router:
                 time.sleep(0.05)
 
     def _route(self, x: torch.Tensor, t0: float) -> Answer:
-        topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
-        b = x.shape[0]
+        topo, b = self.topology, x.shape[0]
         x_np = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-        reason: dict[str, str] = {}
+        reason: dict[str, str] = {}                  # failure-prone node -> why it is dead for this request
+        calls = self._submit_graph(x_np, reason)
+        self._confirm_hops(calls, x_np, reason)
+        alive = AliveMask.from_nodes(topo, calls)   # the nodes that delivered
+        try:
+            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=self.cfg.hop_deadline_s)))
+        except ray.exceptions.RayError as e:
+            raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
+        if alive.connected:
+            preds = logits.argmax(1).tolist()
+        else:
+            with self._rng_lock:
+                preds = self._rng.choice(len(self.prior), size=b, p=self.prior).tolist()
+        return Answer(logits, preds, alive.failure_prone(), alive.connected, reason, 1e3 * (time.perf_counter() - t0))
+
+    def _submit_graph(self, x_np: np.ndarray, reason: dict[str, str]) -> dict[str, "_Call"]:
+        """1. The whole graph at once, every node the supervisor reports up assumed to deliver."""
+        topo, sup = self.topology, self.supervisor
         calls: dict[str, _Call] = {}
-        # 1. The whole graph at once, every node the supervisor reports up assumed to deliver.
         for name in topo.chain:
             target = sup.routable(name)
             if target is None:
@@ -200,10 +221,14 @@ class Router:
                     raise _EndpointDown(f"{name} is {sup.nodes[name].state}")
                 reason[name] = sup.nodes[name].state  # known down / hung / starting: skip at once
                 continue
-            calls[name] = self._submit(name, *target, calls, x_np, b)
-        # 2. Confirm hop by hop in chain order. A hop's deadline runs from the moment its inputs were
-        # there (the previous hop confirmed, or the call made); a hop that fails or misses it is
-        # dead for this request, and every later hop is submitted again without it.
+            calls[name] = self._submit(name, *target, calls, x_np, x_np.shape[0])
+        return calls
+
+    def _confirm_hops(self, calls: dict[str, "_Call"], x_np: np.ndarray, reason: dict[str, str]) -> None:
+        """2. Confirm hop by hop in chain order. A hop's deadline runs from the moment its inputs were
+        there (the previous hop confirmed, or the call made); a hop that fails or misses it is dead
+        for this request (dropped from `calls`), and every later hop is submitted again without it."""
+        topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
         inputs_at = time.perf_counter()
         for i, name in enumerate(topo.chain):
             call = calls.get(name)
@@ -228,36 +253,25 @@ class Router:
             for later in topo.chain[i + 1:]:
                 if later in calls:
                     _cancel(calls[later].refs[0])
-                    calls[later] = self._submit(later, calls[later].handle, calls[later].generation, calls, x_np, b)
+                    calls[later] = self._submit(later, calls[later].handle, calls[later].generation, calls, x_np,
+                                                x_np.shape[0])
             _cancel(call.refs[0])
             inputs_at = time.perf_counter()
-        alive_mask = {n: n in calls for n in topo.failure_prone}
-        connected = topo.connected(alive_mask | {topo.iot: True, topo.cloud: True})
-        try:
-            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=deadline_s)))
-        except ray.exceptions.RayError as e:
-            raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
-        if connected:
-            preds = logits.argmax(1).tolist()
-        else:
-            with self._rng_lock:
-                preds = self._rng.choice(len(self.prior), size=b, p=self.prior).tolist()
-        return Answer(logits, preds, alive_mask, connected, reason, 1e3 * (time.perf_counter() - t0))
 
     def _submit(self, name: str, handle, generation: int, calls: dict, x_np: np.ndarray, b: int) -> "_Call":
         """Call `name` with its producers' output refs as arguments (Ray hands them over when
         they are ready, actor to actor); a producer not in `calls` is dead: None, alive 0."""
         iot, omit = self.topology.iot, ()
         if name == iot:
-            inputs, alive, omit = [x_np], {"input": 1.0}, self.direct
+            inputs, omit = [x_np], self.direct
         else:
             def arg(p: str):
                 if p == iot and name in self.direct:
                     return x_np                # the raw input, from the router instead of through the IoT
                 return calls[p].sent[name] if p in calls else None
             inputs = [arg(p) for p in self.producers[name]]
-            alive = {p: (1.0 if p in calls else 0.0) for p in self.producers[name]}
-        consumers = tuple(c for c in self.consumers[name] or ("logits",) if c not in omit)
+        alive = producer_flags(self.producers[name], calls)
+        consumers = tuple(c for c in self.consumers[name] or (LOGITS,) if c not in omit)
         refs = handle.forward.options(num_returns=1 + len(consumers)).remote(self.key, alive, b, omit, *inputs)
         refs = refs if consumers else [refs]   # one return (vanilla's IoT, its only link omitted): a bare ref
         return _Call(handle, generation, refs, dict(zip(consumers, refs[1:])))
@@ -268,7 +282,7 @@ class _Call:
     handle: object
     generation: int
     refs: list                      # [status ref, one ref per consumer]
-    sent: dict                      # consumer (or "logits") -> ref of what this node sends it
+    sent: dict                      # consumer (or LOGITS) -> ref of what this node sends it
 
 
 class _EndpointDown(Exception):

@@ -2,7 +2,7 @@
 answers every connection (`httpserver.py`); a request joins the router's queue and the loop
 picks up its answer when the router's batcher resolves it, so no thread waits per request (the
 stdlib one-thread-per-connection server woke a thread several times per request; measured in
-docs/RESULTS.md). JSON bodies are parsed in worker threads, off the loop.
+docs/results/resilinet-runtime.md, "The HTTP front end"). JSON bodies are parsed in worker threads, off the loop.
 
     POST /predict   {"inputs": [[f, f, ...], ...], "logits": false}   (a batch; one example per row)
         -> {"predictions": [...], "alive": {"f1": true, ...}, "connected": true, "guessed": false,
@@ -30,7 +30,9 @@ from urllib.parse import parse_qs
 import numpy as np
 import torch
 
-from .cluster import LOOPBACK
+from ..config import RuntimeConfig
+from ..run import load_trained
+from .cluster import LOOPBACK, external_sockets, start_local_cluster, stop_cluster
 from .httpserver import HttpError, HttpServer, Request, Response
 from .router import Router, ServiceUnavailable
 
@@ -193,29 +195,24 @@ class Service:
         return "\n".join(lines) + "\n"
 
 
-def start_service(run_dir: str, host: str = LOOPBACK, port: int = 0, cfg=None, address: str | None = None,
-                  max_batch: int = 1024) -> Service:
-    """Load a trained run, start (or join) the Ray cluster, start one process per node and the
-    HTTP endpoint. The caller stops it with `stop_service`."""
-    from ..train import load_run, load_splits
-    from .cluster import external_sockets, start_local_cluster
-    from .supervisor import RuntimeConfig
-
-    run_cfg, model, seed = load_run(run_dir)
-    model.eval()
-    prior = load_splits(run_cfg, seed).class_prior()  # the cloud's guess when no path survives
-    start_local_cluster(model.topology, address=address)
-    if address is None and external_sockets():
+def start_service(run_dir: str, cfg: RuntimeConfig | None = None, max_batch: int = 1024) -> Service:
+    """Load a trained run (checkpoint + sidecar: no dataset is read), start (or join, with
+    `cfg.address`) the Ray cluster, start one process per node and the HTTP endpoint on
+    `cfg.host:cfg.port`. The caller stops it with `stop_service`."""
+    cfg = cfg or RuntimeConfig()
+    run = load_trained(run_dir)
+    topology = run.model.topology
+    start_local_cluster(topology, address=cfg.address)
+    if cfg.address is None and external_sockets():
         raise RuntimeError(f"Ray listens on a non-loopback address: {external_sockets()}")
-    router = Router(model, prior, cfg or RuntimeConfig(), seed=seed).start()
-    info = {"run": str(run_dir), "method": run_cfg.model.method, "arch": run_cfg.model.arch,
-            "nodes_in_order": list(model.topology.chain), "failure_prone": list(model.topology.failure_prone)}
-    return Service(router, model.input_shape, host, port, max_batch=max_batch, info=info).start()
+    # the cloud guesses from the training label prior when no path survives
+    router = Router(run.model, run.class_prior, cfg, seed=run.seed).start()
+    info = {"run": str(run_dir), "method": run.cfg.model.method, "arch": run.cfg.model.arch,
+            "nodes_in_order": list(topology.chain), "failure_prone": list(topology.failure_prone)}
+    return Service(router, run.model.input_shape, cfg.host, cfg.port, max_batch=max_batch, info=info).start()
 
 
 def stop_service(service: Service) -> None:
-    from .cluster import stop_cluster
-
     service.stop()
     service.router.stop()
     stop_cluster()

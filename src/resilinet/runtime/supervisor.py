@@ -1,7 +1,7 @@
 """Node processes and their health: spawn one actor per physical node, health-check each with a
 real forward pass, restart crashed or hung ones; the service keeps running throughout.
 
-Node states (what the router reads):
+Settings: `RuntimeConfig` (config.py, `runtime.*`). Node states (what the router reads):
     starting    actor created, constructor / first health check not done yet
     up          last health check passed within `health_deadline_s`
     down        a call failed (the process is gone); a replacement is being started
@@ -20,24 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config import RuntimeConfig
 from ..models import PartitionedModel
 from .cluster import ray, role_of
 from .node import NodeProcess
-
-
-@dataclass
-class RuntimeConfig:
-    hop_deadline_s: float = 0.5      # a producer that has not answered this long after its call is dead for the request
-    health_interval_s: float = 0.2   # health-check period
-    health_deadline_s: float = 1.0   # a health check overdue this long marks the node hung
-    hung_restart_s: float = 2.0      # a node hung this long is killed (SIGKILL via Ray) and replaced
-    start_timeout_s: float = 90.0    # a new actor not healthy after this long is replaced again
-    threads: int = 1                 # torch threads per node process
-    endpoint_wait_s: float = 30.0    # how long a request waits for a crashed IoT/cloud to come back
-    batch_examples: int = 1024       # concurrent requests are merged into routed batches up to this size (0: off)
-    routes_in_flight: int = 2        # merged batches travelling the chain at once
-    input_direct: bool = True        # a link that carries the raw input unchanged (the MLP's IoT -> edge)
-                                     # is sent by the router, not relayed through the IoT process (False)
 
 
 @dataclass

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import time
 
+from resilinet.config import RuntimeConfig
 from resilinet.runtime.router import Router
-from resilinet.runtime.supervisor import RuntimeConfig
 
 HOP_DEADLINE_S = 0.3
 

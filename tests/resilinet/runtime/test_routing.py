@@ -8,14 +8,16 @@ import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import torch
 
 from rt_helpers import HOP_DEADLINE_S, wait_all_up
-from resilinet.hyperconnections import METHODS, alive_from_pattern
+from resilinet.hyperconnections import METHODS
 from resilinet.runtime.cluster import external_sockets, listening_sockets
 from resilinet.runtime.router import Router
+from resilinet.topology import AliveMask
 
 X = torch.randn(6, 12, generator=torch.Generator().manual_seed(0))
 
@@ -49,7 +51,7 @@ def test_every_alive_pattern_matches_the_simulation(deployments, method):
         dead = [n for n, a in zip(topo.failure_prone, pattern) if not a]
         with stopped(router, dead):
             ans = router.predict(X)
-        want = model(X, alive_from_pattern(topo, pattern))
+        want = model(X, AliveMask.from_pattern(topo, pattern).floats())
         assert ans.alive == {n: bool(a) for n, a in zip(topo.failure_prone, pattern)}, (pattern, ans.dead_reason)
         assert torch.allclose(ans.logits, want, atol=1e-5, rtol=0), (method, pattern)
         assert ans.connected == topo.connected(pattern)
@@ -120,7 +122,7 @@ def test_hung_node_is_replaced_after_hung_restart_s(deployments):
     wait_all_up(router)
     sup = router.supervisor
     old_pid, restarts = sup.nodes["e"].pid, sup.nodes["e"].restarts
-    router.cfg.hung_restart_s = 0.5
+    sup.cfg = replace(sup.cfg, hung_restart_s=0.5)   # RuntimeConfig is frozen: the supervisor gets a new one
     try:
         os.kill(old_pid, signal.SIGSTOP)  # never continued: the supervisor must kill it
         t0 = time.monotonic()
@@ -129,7 +131,7 @@ def test_hung_node_is_replaced_after_hung_restart_s(deployments):
             time.sleep(0.05)
         wait_all_up(router)
     finally:
-        router.cfg.hung_restart_s = 600.0
+        sup.cfg = replace(sup.cfg, hung_restart_s=600.0)
     assert sup.nodes["e"].pid != old_pid
     assert router.predict(X).alive["e"] is True
 

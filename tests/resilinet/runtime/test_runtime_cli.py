@@ -52,3 +52,33 @@ def test_relay_input_switches_the_direct_input_off():
         return _runtime_config(build_parser().parse_args(["serve", "--run", "x", *extra]))
 
     assert cfg().input_direct is True and cfg("--relay-input").input_direct is False
+
+
+def test_runtime_overrides_apply_and_a_flag_given_wins():
+    from resilinet.cli import _runtime_config, build_parser
+
+    def cfg(command, *extra):
+        return _runtime_config(build_parser().parse_args([command, "--run", "x", *extra]))
+
+    assert cfg("serve").port == 8100 and cfg("chaos").port == 0
+    got = cfg("serve", "runtime.batch_examples=0", "runtime.hop_deadline_s=0.2", "runtime.port=9000")
+    assert (got.batch_examples, got.hop_deadline_s, got.port) == (0, 0.2, 9000)
+    assert cfg("serve", "--hop-deadline-s", "0.3", "runtime.hop_deadline_s=0.2").hop_deadline_s == 0.3
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["serve", "--run", "x", "train.epochs=2"], "runtime.* overrides only"),
+    (["serve", "--run", "x", "runtime.batch_examples=-1"], "runtime.batch_examples must be >= 0"),
+    (["chaos", "--run", "x", "runtime.nope=1"], "unknown config field 'runtime.nope'"),
+])
+def test_bad_runtime_overrides_are_one_error_line(argv, words, capsys):
+    assert main(argv) == 2
+    assert words in capsys.readouterr().err
+
+
+def test_config_lists_the_runtime_section_with_its_help(capsys):
+    assert main(["config", "--preset", "cpu"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("runtime.hop_deadline_s"))
+    assert "0.5" in row and "dead for the request" in row
+    assert any(line.startswith("model.method") for line in out.splitlines())

@@ -25,8 +25,8 @@ from resilinet.runtime.cluster import (cluster_pids, descendants, external_socke
                                        start_local_cluster, stop_cluster)
 from ray.cluster_utils import Cluster
 import torch
+from resilinet.config import RuntimeConfig
 from resilinet.runtime.router import Router
-from resilinet.runtime.supervisor import RuntimeConfig
 from resilinet_toys import toy_model
 
 cluster = Cluster(initialize_head=True, head_node_args={
