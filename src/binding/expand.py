@@ -50,7 +50,7 @@ def old_token_ids(old: Vocab, new: Vocab) -> torch.Tensor:
     """[old.size]: each old token's id in the new vocabulary."""
     ids = list(range(old.color0))
     for kind in KINDS:
-        (a, n), (b, _) = _span(old, kind), _span(new, kind)
+        (_, n), (b, _) = _span(old, kind), _span(new, kind)
         ids += range(b, b + n)
     return torch.tensor(ids)
 

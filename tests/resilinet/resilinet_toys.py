@@ -1,7 +1,6 @@
 """Small deterministic models and data for the ResiliNet tests (no dataset files needed)."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 from resilinet.data import Splits

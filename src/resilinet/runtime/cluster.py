@@ -1,8 +1,9 @@
-"""Start (and check) a Ray cluster that listens on loopback only.
+"""Start the runtime's Ray cluster: loopback only, with one custom resource per node role.
 
-Network safety: Ray is told to stay on 127.0.0.1 through two environment variables that must be
-set before `ray` is imported (`loopback_env()`); `listening_sockets()` lists every TCP socket the
-cluster's processes listen on, so tests and `resilinet serve` can check that none is external.
+Network safety and the process / socket checks are lab.ray_local's (shared with `binding sweep`),
+re-exported here for the runtime and its tests: Ray is told to stay on 127.0.0.1 before it is
+imported, and `listening_sockets()` lists every TCP socket the cluster's processes listen on, so
+tests and `resilinet serve` can check that none is external.
 
 Roles are Ray custom resources: each node actor asks for one unit of its role (`iot`, `edge`,
 `fog`, `cloud`), so on a real cluster (`ray start --resources='{"fog": 2}'` on the fog machine)
@@ -11,16 +12,15 @@ started with every role's count (`role_resources`).
 """
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-from pathlib import Path
+from lab.ray_local import (LOOPBACK, LOOPBACK_ENV, alive_pids, cluster_pids, descendants,
+                           external_sockets, init_local, is_loopback, listening_sockets, loopback_env, ray,
+                           shutdown)
 
 from ..topology import Topology
 
-LOOPBACK = "127.0.0.1"
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
-
+__all__ = ["LOOPBACK", "LOOPBACK_ENV", "SYSTEM_CONFIG", "alive_pids", "cluster_pids", "descendants",
+           "external_sockets", "is_loopback", "listening_sockets", "loopback_env", "ray", "role_of",
+           "role_resources", "start_local_cluster", "stop_cluster"]
 
 # Activations up to this size travel inside Ray's task messages (through the caller's process)
 # instead of the shared-memory object store: for batches of a few hundred MLP examples that costs
@@ -28,15 +28,6 @@ LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABL
 # merged batch of 1024 x 784 float32 inputs is 3.2 MB. On a multi-machine cluster pass it to
 # `ray start --system-config='{"max_direct_call_object_size": 8388608}'`.
 SYSTEM_CONFIG = {"max_direct_call_object_size": 8 << 20}
-
-
-def loopback_env() -> None:
-    """Must run before `import ray` (it is read at import / start time)."""
-    os.environ.update(LOOPBACK_ENV)
-
-
-loopback_env()
-import ray  # noqa: E402
 
 
 def role_of(node: str, topology: Topology) -> str:
@@ -62,92 +53,9 @@ def start_local_cluster(topology: Topology, num_cpus: int = 2, address: str | No
     """Start a one-machine Ray cluster on loopback with one role resource per node (`copies`
     deployments' worth), or connect to an existing cluster at `address` ("127.0.0.1:6379") whose
     machines carry the roles."""
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, log_to_driver=False)
-        return
-    ray.init(num_cpus=num_cpus, resources={k: v * copies for k, v in role_resources(topology).items()}, include_dashboard=False,
-             _node_ip_address=LOOPBACK, log_to_driver=False, configure_logging=False, _system_config=SYSTEM_CONFIG)
+    init_local(num_cpus, address, resources={k: v * copies for k, v in role_resources(topology).items()},
+               _system_config=SYSTEM_CONFIG)
 
 
 def stop_cluster() -> None:
-    if ray.is_initialized():
-        ray.shutdown()
-
-
-def descendants(pid: int) -> list[int]:
-    """pid and every process below it (via /proc), e.g. the driver's gcs_server, raylet, workers."""
-    children: dict[int, list[int]] = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(d.name))
-    out, stack = [], [pid]
-    while stack:
-        p = stack.pop()
-        out.append(p)
-        stack.extend(children.get(p, []))
-    return out
-
-
-def cluster_pids() -> list[int]:
-    """This process, its descendants, and any process whose command line names this Ray
-    session's directory (processes Ray may have re-parented)."""
-    pids = set(descendants(os.getpid()))
-    try:
-        session = ray._private.worker._global_node.get_session_dir_path()
-    except AttributeError:
-        session = None
-    if session:
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit():
-                try:
-                    if session.encode() in (d / "cmdline").read_bytes():
-                        pids.add(int(d.name))
-                except OSError:
-                    pass
-    return sorted(pids)
-
-
-def alive_pids(pids: list[int]) -> list[int]:
-    """Those of `pids` still running (zombies count as gone)."""
-    out = []
-    for p in pids:
-        try:
-            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-        if state != "Z":
-            out.append(p)
-    return out
-
-
-def listening_sockets(pids: list[int] | None = None) -> list[tuple[str, int, int]]:
-    """[(local address, port, pid)] of listening TCP sockets owned by `pids` (default: this
-    process and its descendants), from `ss -ltnpH`."""
-    pids = set(cluster_pids() if pids is None else pids)
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    found = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        addr, _, port = parts[3].rpartition(":")
-        for pid in map(int, re.findall(r"pid=(\d+)", line)):
-            if pid in pids:
-                found.append((addr.strip("[]"), int(port), pid))
-    return found
-
-
-def is_loopback(addr: str) -> bool:
-    return addr in (LOOPBACK, "::ffff:127.0.0.1", "::1", "localhost")
-
-
-def external_sockets(pids: list[int] | None = None) -> list[tuple[str, int, int]]:
-    """Listening sockets of the cluster that are NOT on loopback (should be empty)."""
-    return [s for s in listening_sockets(pids) if not is_loopback(s[0])]
+    shutdown()
