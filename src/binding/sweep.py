@@ -163,7 +163,9 @@ def _dispatch(spec: SweepSpec, todo: list[tuple[Recipe, int, Path]], quiet: bool
     failed = []
     with tqdm(total=len(pending), disable=quiet, unit="run", desc="sweep", dynamic_ncols=True) as bar:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)   # short: Ctrl-C gets through
+            if not done:
+                continue
             recipe, seed = pending.pop(done[0])
             try:
                 res = ray.get(done[0])
