@@ -1,9 +1,11 @@
 """`binding explore`: the page shows what the interp API computes, example by example."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,9 +25,9 @@ from binding.task import Vocab, describe, sample_batch
 from binding.train import train
 
 READY = "document.body.dataset.ready === '1'"
-needs_chromium = pytest.mark.skipif(find_chromium() is None,
-                                    reason=f"no Chromium ({', '.join(CHROMIUM_NAMES)}); `make` installs Debian's "
-                                           "chromium when run as root")
+needs_chromium = pytest.mark.skipif(find_chromium() is None or importlib.util.find_spec("websocket") is None,
+                                    reason=f"needs Chromium ({', '.join(CHROMIUM_NAMES)}; `make` installs Debian's "
+                                           "chromium when run as root) and websocket-client (the test extra)")
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +140,7 @@ def test_a_run_without_analysis_says_how_to_get_one(smoke_run):
 
 def test_counterfactuals_of_given_examples_separate_the_strategies():
     task = preset("cpu").task
-    batch = sample_batch(task, 64, __import__("numpy").random.default_rng(0), (2, 12), split="eval")
+    batch = sample_batch(task, 64, np.random.default_rng(0), (2, 12), split="eval")
     pairs, rows = pairs_of(task, batch, seed=3)
     assert torch.equal(rows, torch.nonzero(batch.n >= 3).flatten())
     assert torch.equal(pairs.original.tokens[:, :batch.tokens.shape[1]], batch.tokens[rows])
@@ -186,7 +188,6 @@ def binding_main_rc(argv: list[str]) -> int:
 
 def test_the_explorer_imports_no_training_code():
     """As tests/test_architecture.py checks for analyze and the reports: a page needs only run folders."""
-    import importlib.util
     from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "test_architecture.py"
