@@ -291,10 +291,10 @@ function probeTruth(e) {
 function lensTable(e, r, i) {
   const a = RUNS[i].analysis, truth = probeTruth(e), targets = r.probes ? ["colour", "shape", "slot"] : [];
   const head = el("tr", {}, el("th", {text: "read at"}), el("th", {text: "logit lens: top tokens (p)"}),
-    ...targets.map(t => el("th", {text: `probe: ${t}`})));
+    ...targets.map(t => el("th", {text: `${t} probe`})));
   const rows = r.lens.map((top, p) => el("tr", {},
-    el("td", {text: p === 0 ? "embedding" : `after block ${p - 1}`}),
-    el("td", {}, ...top.map(([tok, prob]) => el("span", {class: tok === e.answer ? "ok" : "", text: `${word(tok)} ${fmt(prob)}  `}))),
+    el("td", {text: p === 0 ? "embedding" : `after ${p - 1}`}),
+    el("td", {}, ...top.map(([tok, prob]) => el("span", {class: tok === e.answer ? "ok" : "", text: `${word(tok)} ${fmt(prob).replace(/^0/, "")}  `}))),
     ...targets.map(t => el("td", {title: a ? `held-out accuracy ${fmt(a.probe_accuracy[t][p])} (chance ${fmt(a.probe_chance[t])})` : ""},
       `${probeLabel(t, r.probes[t][p])} `, verdict(r.probes[t][p], truth[t])))));
   return el("div", {}, el("h3", {}, runLabel(i)), el("p", {class: "note", text: RUNS[i].probe_note}),
@@ -320,9 +320,9 @@ function renderImages(e) {
 function imageExample(x) {
   const legend = el("div", {class: "note"}, "drawn colours: ", ...x.legend.flatMap(([tok, hex]) =>
     [el("span", {class: "swatch", style: `background:${hex}`}), `${word(tok)}  `]));
-  const answers = RUNS.map((run, i) => el("div", {}, runLabel(i), ": on the image ",
-    x.image_predictions[i] === null ? "- (not image-trained)" : word(x.image_predictions[i]), " ",
-    x.image_predictions[i] === null ? "" : verdict(x.image_predictions[i], x.answer),
+  const onImage = i => x.image_predictions[i] === null ? ["not image-trained"]
+    : [word(x.image_predictions[i]), " ", verdict(x.image_predictions[i], x.answer)];
+  const answers = RUNS.map((run, i) => el("div", {}, runLabel(i), ": on the image ", ...onImage(i),
     `; on the text twin ${word(x.text_predictions[i])} `, verdict(x.text_predictions[i], x.answer)));
   return el("div", {class: "img-example"}, el("img", {src: x.png, alt: "the context drawn as an image"}),
             el("div", {}, el("pre", {text: x.text}), legend, ...answers));
@@ -343,7 +343,7 @@ function renderSlices(e) {
 
 function byNChart(currentN) {
   const ns = DATA.n_values, w = 34, h = 120, left = 40, bar = (w - 6) / RUNS.length;
-  const svg = svgEl("svg", {width: left + ns.length * w + 10, height: h + 36, id: "by-n"});
+  const svg = svgEl("svg", {width: left + ns.length * w + 10, height: h + 48, id: "by-n"});
   [0, 0.5, 1].forEach(v => svg.append(svgEl("text", {x: 4, y: 14 + h * (1 - v), fill: "#6b7280"}, fmt(v, 1))));
   ns.forEach((n, c) => {
     const x = left + c * w, ood = n > DATA.id_n[1] || n < DATA.id_n[0];
@@ -357,7 +357,7 @@ function byNChart(currentN) {
     });
     svg.append(svgEl("text", {x: x + w / 2 - 6, y: h + 24}, String(n)));
   });
-  svg.append(svgEl("text", {x: left, y: h + 35, fill: "#6b7280"}, "N (green: ID, grey: OOD)"));
+  svg.append(svgEl("text", {x: left, y: h + 45, fill: "#6b7280"}, "N (green: ID, grey: OOD; highlighted: the example's)"));
   return svg;
 }
 
