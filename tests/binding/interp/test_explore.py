@@ -197,3 +197,22 @@ def test_the_explorer_imports_no_training_code():
     graph = arch._graph(top_level_only=False)
     for module in [m for m in graph if m.startswith("binding.explore")]:
         assert not arch._reachable(graph, module) & arch.TRAINING, module
+
+
+def test_reproduce_gets_a_page_per_regime_beside_text_only_when_the_task_is_the_same(smoke_run, tmp_path):
+    from binding.config import make_config
+    from binding.explore.regimes import regime_pages, report_section
+
+    other_task = tmp_path / "wider"
+    train(make_config("smoke", ["task.n_items=10"]), other_task, seed=0, quiet=True)
+    table = []
+    for regime, final in (("text-only", smoke_run), ("image-text", smoke_run), ("text-only+expand", other_task)):
+        (tmp_path / "seed0" / regime).mkdir(parents=True)
+        (tmp_path / "seed0" / regime / "regime.json").write_text(json.dumps({"final_run_dir": str(final)}))
+        table.append({"regime": regime, "seeds": [0], "run_dirs": [str(tmp_path / "seed0" / regime)]})
+    pages = regime_pages(tmp_path, table)
+    assert [p["beside"] for p in pages] == ["", "text-only", ""]
+    section = report_section(pages)
+    for regime in ("text-only", "image-text", "text-only+expand"):
+        assert f"(explore/{regime}-seed0/index.html)" in section
+        assert (tmp_path / "explore" / f"{regime}-seed0" / "index.html").exists()
