@@ -6,5 +6,7 @@ Files, one concern each: inputs.py (the runs and the checks on what was given), 
 held-out examples), readings.py (predictions, attention, logit lens), patching.py (the example's
 interchange interventions), probing.py (analyze's probes, refitted), slices.py (accuracy by N and
 slot), image_twin.py (image contexts beside their text twins), page.py (the HTML file; page.html,
-page.css, page.js are its template), build.py (`explore`, putting them together).
+page.css, page.js are its template), build.py (`explore`, putting them together), regimes.py
+(a page per regime for `binding reproduce`), headless.py (headless Chromium, for the tests and
+benchmarks/explore_page_load.py).
 """
