@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 
-.PHONY: demo test test-fast data clean
+.PHONY: demo test test-fast data browser clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -20,12 +20,18 @@ data:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "note: could not install dataset-fashion-mnist; ResiliNet falls back to scikit-learn digits"; \
 	  else echo "note: not root; install dataset-fashion-mnist for the default ResiliNet data"; fi; fi
 
+# Debian's chromium loads the explorer page in the tests (`binding explore`; skipped without it); best effort when not root.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) || echo "note: could not install chromium; the explorer's browser tests are skipped"; \
+	  else echo "note: not root; install chromium to run the explorer's browser tests"; fi; fi
+
 demo: $(STAMP) data
 	$(BIN)/binding reproduce --preset cpu --out $(DEMO)/binding
 	$(BIN)/resilinet reproduce --preset cpu --out $(DEMO)/resilinet
 	$(BIN)/python -m lab.demo_report $(DEMO)
 
-test: $(STAMP) data
+test: $(STAMP) data browser
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)

@@ -379,6 +379,27 @@ def _add_analysis_commands(sub) -> None:
     sp.set_defaults(func=cmd_compare_pretrained)
 
 
+def _add_explore_command(sub) -> None:
+    def cmd_explore(args: argparse.Namespace) -> None:
+        from .explore.build import explore
+
+        set_threads(args.threads)
+        page = explore(args.run, args.out, args.run2, args.analysis, args.analysis2, args.per_n, args.pool, args.seed)
+        print(f"{page['examples']} examples, {page['bytes'] / 1e6:.2f} MB -> {page['path']}")
+
+    sp = sub.add_parser("explore", help="one HTML page to look at a model example by example (attention, patches, probes)")
+    sp.add_argument("--run", required=True, help="a run or curriculum stage directory (config.json + checkpoint)")
+    sp.add_argument("--run2", default=None, help="a second run shown beside the first on the same examples")
+    sp.add_argument("--out", required=True, help="folder for index.html (self-contained: open it from the file system)")
+    sp.add_argument("--analysis", default=None, help="`binding analyze` folder of --run (default RUN/mechanism), for the probes")
+    sp.add_argument("--analysis2", default=None, help="the same for --run2 (default RUN2/mechanism)")
+    sp.add_argument("--per-n", type=int, default=4, help="examples shown per N (plus up to 2 mistakes)")
+    sp.add_argument("--pool", type=int, default=64, help="held-out examples per N drawn to find mistakes and slot accuracy")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the counterfactual pairs")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    sp.set_defaults(func=cmd_explore)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="binding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -388,6 +409,7 @@ def parser() -> argparse.ArgumentParser:
     _add_curriculum_commands(sub)
     _add_sweep_command(sub)
     _add_analysis_commands(sub)
+    _add_explore_command(sub)
     return p
 
 

@@ -23,6 +23,8 @@ kept and an interrupted one continues from its checkpoint. Writes
     OUT/logs/*.log     each job's output
     OUT/mechanism.json, OUT/mechanism_by_regime.png   the mechanism of every regime's final model
                        (`binding analyze`, per model in OUT/seedS/<regime>/mechanism/; --no-analysis skips it)
+    OUT/explore/<regime>-seedS/index.html   an explorer page per regime (`binding explore`), linked
+                       from report.md (with the analysis; --no-analysis skips it)
 """
 from __future__ import annotations
 
@@ -222,5 +224,7 @@ def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides:
     if analysis:
         from .interp.compare import analyze_regimes, report_section
         mechanism = report_section(analyze_regimes(out, table, analyze, quiet=quiet))
+        from .explore import regimes as explorer
+        mechanism += "\n" + explorer.report_section(explorer.regime_pages(out, table, quiet))
     write_report(out, table, preset, wall_s, mechanism)
     return table

@@ -19,9 +19,9 @@ from lab.io import atomic_write_bytes, atomic_write_json
 from lab.report import md_table
 from lab.rundir import git_commit
 
-from ..config import AnalyzeConfig
+from ..config import AnalyzeConfig, BindingConfig
 from ..run import CHECKPOINT, is_trained, load_trained
-from ..task import sample_batch
+from ..task import Batch, TaskConfig, sample_batch
 from .counterfactual import OUTCOMES, make_pairs
 from .interventions import peak_and_ratio, sweep
 from .knockout import knockout
@@ -35,18 +35,16 @@ def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = N
     if not is_trained(run_dir):
         raise UserError(f"{run_dir} is not a trained run (needs config.json and {CHECKPOINT}.safetensors/.json)")
     model, cfg, run_seed = load_trained(run_dir)
-    n_range = tuple(acfg.n_range) if acfg.n_range != (0, 0) else tuple(cfg.task.id_n)
-    if n_range[1] > cfg.task.max_n:
-        raise UserError(f"analyze.n_range {n_range} goes past the model's longest N ({cfg.task.max_n})")
+    n_range = analysis_n_range(cfg, acfg)
 
     pairs = make_pairs(cfg.task, acfg.n_pairs, acfg.seed, n_range)
     points = [f"blocks.{l}.hook_{acfg.point}" for l in range(cfg.model.n_layers)]
     sw = sweep(model, pairs, points, acfg.position)
     props = sw.proportions()
     peak, ratio = peak_and_ratio(props)
-    rng = np.random.default_rng(acfg.seed + 1)
-    knock = knockout(model, sample_batch(cfg.task, acfg.knockout_samples, rng, n_range, split="eval"))
-    pr = probes(model, sample_batch(cfg.task, acfg.probe_samples, rng, n_range, split="eval"), acfg.seed)
+    samples = analysis_samples(cfg.task, acfg, n_range)
+    knock = knockout(model, samples["knockout"])
+    pr = probes(model, samples["probes"], acfg.seed)
 
     result = {
         "run": str(run_dir), "run_seed": run_seed, "git_commit": git_commit(), "analyze": cfglib.to_dict(acfg),
@@ -63,6 +61,21 @@ def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = N
     plot_probes(pr, out / "probes.png")
     atomic_write_bytes(out / "summary.md", summary(result).encode())
     return result
+
+
+def analysis_n_range(cfg: BindingConfig, acfg: AnalyzeConfig) -> tuple[int, int]:
+    """N of the pairs and samples: analyze.n_range, or the run's ID range."""
+    n_range = tuple(acfg.n_range) if acfg.n_range != (0, 0) else tuple(cfg.task.id_n)
+    if n_range[1] > cfg.task.max_n:
+        raise UserError(f"analyze.n_range {n_range} goes past the model's longest N ({cfg.task.max_n})")
+    return n_range
+
+
+def analysis_samples(task: TaskConfig, acfg: AnalyzeConfig, n_range: tuple[int, int]) -> dict[str, Batch]:
+    """The held-out examples of the knockout and of the probes (one seeded draw, in that order)."""
+    rng = np.random.default_rng(acfg.seed + 1)
+    knock = sample_batch(task, acfg.knockout_samples, rng, n_range, split="eval")
+    return {"knockout": knock, "probes": sample_batch(task, acfg.probe_samples, rng, n_range, split="eval")}
 
 
 def _ratio(r: float | None, symbolic: float) -> str:

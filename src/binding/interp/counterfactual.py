@@ -32,7 +32,7 @@ import torch
 
 from lab.errors import UserError
 
-from ..task import Batch, TaskConfig, Vocab, collate, encode
+from ..task import Batch, TaskConfig, Vocab, collate, encode, seq_len
 
 STRATEGIES = ("positional", "symbolic", "reflexive", "no_effect")
 OUTCOMES = STRATEGIES + ("other",)
@@ -64,37 +64,85 @@ def make_pairs(cfg: TaskConfig, n_pairs: int, seed: int, n_range: tuple[int, int
     if hi < lo:
         raise UserError(f"counterfactual pairs need N >= 3 (three distinct slots); the range {n_range or cfg.id_n} "
                         "has none")
-    if hi > min(cfg.n_colors, cfg.n_shapes, cfg.n_items) or cfg.n_items < max(hi, 4):
-        raise UserError(f"N up to {hi} with {cfg.n_items} items cannot give four distinct predicted items")
+    _check_items(cfg, hi)
     rng = np.random.default_rng(seed)
     n = rng.integers(lo, hi + 1, size=n_pairs)
-    sides = {side: {f: np.zeros((n_pairs, hi), np.int64) for f in ("colors", "shapes", "items", "order")}
-             for side in ("original", "counterfactual")}
-    query = {side: np.empty(n_pairs, np.int64) for side in sides}
-    cf_slot, sym_slot = np.empty(n_pairs, np.int64), np.empty(n_pairs, np.int64)
+    sides = _empty_sides(n_pairs, hi)
     for i, ni in enumerate(n):
         colors = rng.choice(cfg.n_colors, ni, replace=False)
         shapes = rng.choice(cfg.n_shapes, ni, replace=False)
         items = rng.choice(cfg.n_items, ni, replace=False)
         q, j, k = rng.choice(ni, 3, replace=False)
-        # counterfactual: a random slot order in which the original's object j lands at slot k
-        rest = rng.permutation([s for s in range(ni) if s != j])
-        perm = np.insert(rest, k, j)              # counterfactual slot m holds original object perm[m]
-        t_new = rng.choice(np.setdiff1d(np.arange(cfg.n_items), items[[q, j, k]]))
-        others = rng.choice(np.setdiff1d(np.arange(cfg.n_items), [t_new]), ni - 1, replace=False)
-        for side, row, qs in (("original", (colors, shapes, items, _order(cfg, rng, ni)), q),
-                              ("counterfactual", (colors[perm], shapes[perm], np.insert(others, k, t_new),
-                                                  _order(cfg, rng, ni)), k)):
-            for f, v in zip(("colors", "shapes", "items", "order"), row):
-                sides[side][f][i, :ni] = v
-            query[side][i] = qs
-        cf_slot[i], sym_slot[i] = k, j
+        cf = _counterfactual_objects(cfg, rng, colors, shapes, items, q, j, k)
+        _put(sides, i, "original", (colors, shapes, items, _order(cfg, rng, ni)), q)
+        _put(sides, i, "counterfactual", (*cf, _order(cfg, rng, ni)), k)
+        sides["slots"][i] = k, j
+    return _as_pairs(cfg, n, sides)
+
+
+def pairs_of(cfg: TaskConfig, batch: Batch, seed: int) -> tuple[Pairs, torch.Tensor]:
+    """A counterfactual for each example of `batch` with N >= 3, built as `make_pairs` builds one
+    (another slot order in which object j != q sits at slot k != q and is queried, its shape bound to
+    a fresh item); the originals are the examples themselves. Each counterfactual depends only on
+    the example's tokens and `seed`. Returns the pairs and the batch rows they belong to ([P])."""
+    rows = torch.nonzero(batch.n >= 3).flatten()
+    if len(rows) == 0:
+        raise UserError("counterfactual pairs need N >= 3 (three distinct slots); no example has it")
+    _check_items(cfg, int(batch.n.max()))
+    sides = _empty_sides(len(rows), int(batch.n.max()))
+    for p, i in enumerate(rows.tolist()):
+        ni, q = int(batch.n[i]), int(batch.query_slot[i])
+        rng = np.random.default_rng([seed, *batch.tokens[i, :seq_len(ni)].tolist()])
+        colors, shapes, items, order = (a[i, :ni].numpy() for a in (batch.colors, batch.shapes, batch.items,
+                                                                     batch.assoc_order))
+        j, k = rng.choice(np.setdiff1d(np.arange(ni), [q]), 2, replace=False)
+        cf = _counterfactual_objects(cfg, rng, colors, shapes, items, q, j, k)
+        _put(sides, p, "original", (colors, shapes, items, order), q)
+        _put(sides, p, "counterfactual", (*cf, _order(cfg, rng, ni)), k)
+        sides["slots"][p] = k, j
+    return _as_pairs(cfg, batch.n[rows].numpy(), sides), rows
+
+
+def _check_items(cfg: TaskConfig, hi: int) -> None:
+    if hi > min(cfg.n_colors, cfg.n_shapes, cfg.n_items) or cfg.n_items < max(hi, 4):
+        raise UserError(f"N up to {hi} with {cfg.n_items} items cannot give four distinct predicted items")
+
+
+def _counterfactual_objects(cfg: TaskConfig, rng: np.random.Generator, colors: np.ndarray, shapes: np.ndarray,
+                            items: np.ndarray, q: int, j: int, k: int) -> tuple[np.ndarray, ...]:
+    """The counterfactual's (colours, shapes, items) by slot: a random slot order in which the
+    original's object j lands at slot k, its shape bound to a fresh item t' outside {t_q, t_j, t_k}."""
+    rest = rng.permutation([s for s in range(len(colors)) if s != j])
+    perm = np.insert(rest, k, j)              # counterfactual slot m holds original object perm[m]
+    t_new = rng.choice(np.setdiff1d(np.arange(cfg.n_items), items[[q, j, k]]))
+    others = rng.choice(np.setdiff1d(np.arange(cfg.n_items), [t_new]), len(colors) - 1, replace=False)
+    return colors[perm], shapes[perm], np.insert(others, k, t_new)
+
+
+FIELDS = ("colors", "shapes", "items", "order")
+
+
+def _empty_sides(n_pairs: int, hi: int) -> dict:
+    sides = {side: {f: np.zeros((n_pairs, hi), np.int64) for f in FIELDS} for side in ("original", "counterfactual")}
+    for side in ("original", "counterfactual"):
+        sides[side]["query"] = np.empty(n_pairs, np.int64)
+    sides["slots"] = np.empty((n_pairs, 2), np.int64)     # (k, j) per pair
+    return sides
+
+
+def _put(sides: dict, i: int, side: str, row: tuple[np.ndarray, ...], query_slot: int) -> None:
+    for f, v in zip(FIELDS, row):
+        sides[side][f][i, :len(v)] = v
+    sides[side]["query"][i] = query_slot
+
+
+def _as_pairs(cfg: TaskConfig, n: np.ndarray, sides: dict) -> Pairs:
     original, counterfactual = (
-        collate([encode(cfg, n, a["colors"], a["shapes"], a["items"], a["order"], query[side])])
-        for side, a in sides.items())
+        collate([encode(cfg, n, *(sides[side][f] for f in FIELDS), sides[side]["query"])])
+        for side in ("original", "counterfactual"))
     item0 = Vocab.of(cfg).item0
-    rows = torch.arange(n_pairs)
-    cf_slot_t, sym_slot_t = torch.from_numpy(cf_slot), torch.from_numpy(sym_slot)
+    rows = torch.arange(len(n))
+    cf_slot_t, sym_slot_t = (torch.from_numpy(np.ascontiguousarray(sides["slots"][:, c])) for c in (0, 1))
     predicted = {
         "positional": item0 + original.items[rows, cf_slot_t],
         "symbolic": item0 + original.items[rows, sym_slot_t],

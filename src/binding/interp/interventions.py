@@ -76,8 +76,23 @@ def resume_block(point: str) -> int | None:
     return None
 
 
+@dataclass
+class Patched:
+    """Argmax predictions at the query of every pair: clean, and with each point patched."""
+    points: list[str]
+    original: torch.Tensor                     # [B] the original run's prediction
+    counterfactual: torch.Tensor               # [B] the counterfactual run's prediction
+    by_point: list[torch.Tensor]               # per point [B] the patched original's prediction
+    forward_passes: int                        # batched forward passes run
+
+    def used(self, pairs: Pairs) -> torch.Tensor:
+        """[B] bool: the model answers both sides correctly (the pairs an analysis counts)."""
+        return (self.original == pairs.original.answer) & (self.counterfactual == pairs.counterfactual.answer)
+
+
 @torch.no_grad()
-def sweep(model: Transformer, pairs: Pairs, points: list[str] | None = None, position: str = "query") -> Sweep:
+def patch_each_point(model: Transformer, pairs: Pairs, points: list[str] | None = None,
+                     position: str = "query") -> Patched:
     """Patch at each of `points` (default: the residual after every block), one batched pass each.
 
     A patched residual-stream point does not rerun the blocks before it: the run resumes from the
@@ -91,11 +106,8 @@ def sweep(model: Transformer, pairs: Pairs, points: list[str] | None = None, pos
     cf_logits, cf_cache = run_with_cache(model, points, cf.tokens, positions=cf.query_pos)
     resumable = [p for p in points if resume_block(p) is not None]
     clean_logits, orig_cache = run_with_cache(model, resumable, orig.tokens, positions=orig.query_pos)
-    clean = clean_logits.argmax(-1)
-    used = (clean == orig.answer) & (cf_logits.argmax(-1) == cf.answer)
-    kept = pairs.select(torch.nonzero(used).flatten())
     mask = _position_mask(pairs, orig.tokens.shape[1], position)[..., None]
-    outcomes: dict[str, list[torch.Tensor]] = {o: [] for o in OUTCOMES}
+    by_point = []
     for point in points:
         start = resume_block(point)
         if start is None:
@@ -103,9 +115,22 @@ def sweep(model: Transformer, pairs: Pairs, points: list[str] | None = None, pos
         else:
             patched = torch.where(mask, cf_cache[point], orig_cache[point])
             logits = model.run_blocks(patched, start, positions=orig.query_pos)
-        for o, hit in classify(logits.argmax(-1)[used], kept).items():
+        by_point.append(logits.argmax(-1))
+    return Patched(points, clean_logits.argmax(-1), cf_logits.argmax(-1), by_point, len(points) + 2)
+
+
+@torch.no_grad()
+def sweep(model: Transformer, pairs: Pairs, points: list[str] | None = None, position: str = "query") -> Sweep:
+    """`patch_each_point`, its predictions classified over the pairs the model answers correctly."""
+    patched = patch_each_point(model, pairs, points, position)
+    used = patched.used(pairs)
+    kept = pairs.select(torch.nonzero(used).flatten())
+    outcomes: dict[str, list[torch.Tensor]] = {o: [] for o in OUTCOMES}
+    for prediction in patched.by_point:
+        for o, hit in classify(prediction[used], kept).items():
             outcomes[o].append(hit)
-    return Sweep(points, outcomes, used, float((clean == orig.answer).float().mean()), len(points) + 2)
+    baseline = float((patched.original == pairs.original.answer).float().mean())
+    return Sweep(patched.points, outcomes, used, baseline, patched.forward_passes)
 
 
 @torch.no_grad()

@@ -42,11 +42,24 @@ def query_activations(model: Transformer, batch: Batch) -> dict[str, np.ndarray]
     return {p: cache[p][rows, batch.query_pos].float().numpy() for p in points}
 
 
-def fit_probe(x_train, y_train, x_test, y_test, seed: int) -> float:
+def fit_probe_model(x_train, y_train, seed: int) -> tuple[StandardScaler, LogisticRegression]:
+    """One probe: standardised features, then a multinomial logistic regression."""
     scaler = StandardScaler().fit(x_train)
     clf = LogisticRegression(max_iter=500, C=1.0, random_state=seed)
     clf.fit(scaler.transform(x_train), y_train)
+    return scaler, clf
+
+
+def fit_probe(x_train, y_train, x_test, y_test, seed: int) -> float:
+    scaler, clf = fit_probe_model(x_train, y_train, seed)
     return float(clf.score(scaler.transform(x_test), y_test))
+
+
+def split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) example indices: a seeded 3/4 : 1/4 split."""
+    perm = np.random.default_rng(seed).permutation(n)
+    cut = (3 * n) // 4
+    return perm[:cut], perm[cut:]
 
 
 def probes(model: Transformer, batch: Batch, seed: int = 0) -> dict:
@@ -54,12 +67,20 @@ def probes(model: Transformer, batch: Batch, seed: int = 0) -> dict:
     model.eval()
     acts = query_activations(model, batch)
     ys = targets(batch)
-    perm = np.random.default_rng(seed).permutation(len(batch))
-    cut = (3 * len(batch)) // 4
-    tr, te = perm[:cut], perm[cut:]
-    out = {"points": list(acts), "n_train": int(cut), "n_test": int(len(batch) - cut), "accuracy": {}, "chance": {}}
+    tr, te = split(len(batch), seed)
+    out = {"points": list(acts), "n_train": len(tr), "n_test": len(te), "accuracy": {}, "chance": {}}
     for name, y in ys.items():
         values, counts = np.unique(y[tr], return_counts=True)
         out["chance"][name] = float((y[te] == values[counts.argmax()]).mean())
         out["accuracy"][name] = [fit_probe(a[tr], y[tr], a[te], y[te], seed) for a in acts.values()]
     return out
+
+
+def fitted_probes(model: Transformer, batch: Batch, seed: int = 0) -> dict[str, list[tuple]]:
+    """The probes `probes` scores, fitted on the same training split: target -> per point
+    (scaler, classifier), to read out other examples (`query_activations` of them)."""
+    model.eval()
+    acts = query_activations(model, batch)
+    tr, _ = split(len(batch), seed)
+    return {name: [fit_probe_model(a[tr], y[tr], seed) for a in acts.values()]
+            for name, y in targets(batch).items()}
