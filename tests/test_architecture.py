@@ -17,7 +17,7 @@ TRAINING = {"binding.train", "binding.curriculum", "binding.reproduce", "binding
 NO_TRAINING = ["resilinet.runtime.service", "resilinet.runtime.chaos", "resilinet.runtime.router",
                "resilinet.runtime.supervisor", "resilinet.runtime.node", "resilinet.run", "resilinet.report",
                "binding.run", "binding.report", "binding.interp.analyze", "binding.interp.compare",
-               "binding.interp.pretrained", "lab.demo_report"]
+               "binding.interp.pretrained", "binding.explore.build", "binding.sweep_report", "lab.demo_report"]
 
 
 def _module_name(path: Path) -> str:

@@ -30,6 +30,7 @@ from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 
 from . import sweep
+from .sweep_file import load_sweep
 from .config import PRESETS, BindingConfig, make_config
 
 OVERRIDE_HELP = "config overrides as section.field=value (see `binding config`)"
@@ -332,7 +333,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
-    spec = sweep.load_sweep(args.file)
+    spec = load_sweep(args.file)
     path = write_summary(spec, args.out) if args.report_only and Path(args.out).is_dir() else None
     if args.report_only and path is None:
         raise UserError(f"--report-only: {args.out} is not a sweep folder yet")

@@ -22,7 +22,7 @@ from lab.io import atomic_write_json, read_json  # noqa: E402
 from lab.report import md_table, save_figure  # noqa: E402
 from lab.rundir import MetricsLog  # noqa: E402
 
-from .sweep import SweepSpec  # noqa: E402
+from .sweep_file import SweepSpec  # noqa: E402
 
 THRESHOLDS = (0.5, 0.99)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from binding.config import preset
-from binding.sweep import load_sweep, run_dir
+from binding.sweep_file import load_sweep, run_dir
 from binding.train import train
 from lab.config import apply_overrides
 from lab.errors import UserError
