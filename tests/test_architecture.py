@@ -7,6 +7,7 @@ datasets it trained on; and no module imports itself back through a cycle.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,27 @@ def test_no_module_imports_itself_through_a_cycle():
     graph = _graph(top_level_only=True)
     cycles = sorted(m for m in graph if m in _reachable(graph, m))
     assert not cycles, f"import cycles through: {cycles}"
+
+
+def _readme_layout() -> dict[str, set[str]]:
+    """{package folder: names the README's Layout block lists under it}."""
+    text = (SRC.parent / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    listed: dict[str, set[str]] = {}
+    package = None
+    for line in block.splitlines():
+        if line.startswith("src/"):
+            package = line.split()[0].rstrip("/").removeprefix("src/")
+            listed[package] = set()
+        elif package and line.startswith("  "):
+            listed[package] |= {w for w in line.split() if re.fullmatch(r"\w+(\.py|/)", w)}
+    return listed
+
+
+@pytest.mark.parametrize("package", ["binding", "resilinet"])
+def test_the_readme_layout_names_every_module_and_only_real_ones(package):
+    listed = _readme_layout()[package]
+    here = SRC / package
+    real = {p.name for p in here.glob("*.py") if p.name != "__init__.py"} | \
+        {p.name + "/" for p in here.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    assert listed == real, f"README lists {sorted(listed - real)} that do not exist, misses {sorted(real - listed)}"
