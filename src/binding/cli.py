@@ -10,6 +10,7 @@
     binding reproduce --preset cpu --out runs/repro        every regime, table.json, report.md, figure
     binding combine --out runs/all runs/repro runs/gpu     one table over the seeds of several reproduce folders
     binding sweep recipes.toml --out runs/sweep            recipes x seeds as `binding train` runs, on Ray
+    binding explore --run runs/t0 --out runs/t0/explore    one page: how the model binds, example by example
     binding analyze --run runs/t0 --out runs/t0/mechanism  interventions, knockout, probes of one model
     binding compare-pretrained --llm DIR --vlm DIR --out D  the same intervention on Hugging Face LLM vs VLM
 
