@@ -63,8 +63,8 @@ MAIN_TEXT = ("text-only", "noise-text", "image-text", "noise-image-text", "mixed
 def with_expansion(stages: list[Stage]) -> list[Stage]:
     """The regime, then the vocabulary expansion in its last stage's mode (a mix stays a mix)."""
     last = stages[-1]
-    return [*stages, Stage(last.mode if last.mode in ("text", "mix") else "text", last.image_fraction
-                           if last.mode == "mix" else 0.0, expand=True)]
+    mode = last.mode if last.mode in ("text", "mix") else "text"
+    return [*stages, Stage(mode, image_fraction=last.image_fraction if mode == "mix" else 0.0, expand=True)]
 
 
 def regimes(cur: CurriculumConfig) -> dict[str, list[Stage]]:

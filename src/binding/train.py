@@ -50,8 +50,9 @@ from lab.seeding import seed_everything, step_rng
 from . import aids
 from .config import BindingConfig, CurriculumConfig
 from .evaluate import EVAL_STREAM_TRAINING, evaluate, token_predictor
-from .hooks import run_with_cache
 from .diagnostics import plateau_diagnostics
+from .expand import expand_state
+from .hooks import run_with_cache
 from .images.contexts import ContextBatch, ImageSide, as_context, grounding_loss, model_inputs, sample_context
 from .longest import LongestRegime
 from .optim import build_optimizer
@@ -59,7 +60,6 @@ from .plots import plot_accuracy_by_n
 from .pool import Pool
 from .run import CHECKPOINT, build_model, model_weights
 from .step_loop import StepLoop, new_state
-from .expand import expand_state
 from .task import PAD, TaskConfig, Vocab
 
 MODES = ("text", "noise", "image", "mix")
@@ -71,10 +71,10 @@ EVAL_BATCH = 512     # held-out examples per forward pass in an ID evaluation
 class Stage:
     mode: str
     image_fraction: float = 0.0   # mix stages
-    expand: bool = False          # grows the vocabularies first (expand.py; the curriculum's expand_* sizes)
     fixed_steps: int = 0          # > 0: exactly this many steps (its threshold only switches the aids off);
                                   # MATCH_LONGEST: as many steps in all as the longest other
                                   # regime, known at run time (tag "text+longest")
+    expand: bool = False          # grows the vocabularies first (expand.py; the curriculum's expand_* sizes)
 
     @property
     def tag(self) -> str:
@@ -325,8 +325,9 @@ def next_token_loss(model, resid: torch.Tensor, tokens: torch.Tensor, text: torc
 
 def stage_losses(model, image_side: ImageSide | None, cb: ContextBatch, cfg: BindingConfig, aids_on: bool,
                  ground: float, device: str, queries: tuple | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The answer loss; the next-token loss (train.next_token_loss_weight); while aids are on, the loss aids (aids.py; noise and image positions
-    excluded); on grounding batches, the grounding losses (images/contexts.py).
+    """The answer loss; the next-token loss (train.next_token_loss_weight); while aids are on, the
+    loss aids (aids.py; noise and image positions excluded); on grounding batches, the grounding
+    losses (images/contexts.py).
     queries: (tokens, positions [B, K], answers [B, K]) from `more_queries` (-100 answers carry no
     loss), asking K queries of each text example instead of one."""
     tc = cfg.train
