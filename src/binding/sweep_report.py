@@ -119,8 +119,15 @@ def markdown(spec: SweepSpec, runs: list[dict], recipes: list[dict], out: Path) 
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(runs: list[dict], path: Path) -> None:
+def plateau_level(spec: SweepSpec) -> float:
+    """ID accuracy of "pick one of the N items present": the mean of 1/N over the ID range."""
+    lo, hi = spec.config(spec.recipes[0]).task.id_n
+    return statistics.fmean(1 / n for n in range(lo, hi + 1))
+
+
+def plot_curves(runs: list[dict], path: Path, plateau: float) -> None:
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    ax.axhline(plateau, color="grey", ls="--", lw=1, label=f"plateau: an item present ({plateau:.3f})")
     colours = {}
     for r in runs:
         if not r.get("curve"):
@@ -134,8 +141,7 @@ def plot_curves(runs: list[dict], path: Path) -> None:
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
     ax.set_title("ID accuracy against step (one line per seed)")
-    if colours:
-        ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left")
     save_figure(fig, path)
 
 
@@ -145,5 +151,5 @@ def write_summary(spec: SweepSpec, out: str | Path) -> Path:
     recipes = [recipe_row(r.name, [x for x in runs if x["recipe"] == r.name]) for r in spec.recipes]
     atomic_write_json(out / "summary.json", {"runs": runs, "recipes": recipes})
     (out / "summary.md").write_text(markdown(spec, runs, recipes, out))
-    plot_curves(runs, out / "id_accuracy.png")
+    plot_curves(runs, out / "id_accuracy.png", plateau_level(spec))
     return out / "summary.md"
