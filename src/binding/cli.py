@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from lab import config as cfglib
+from lab.cliargs import Parser, in_dir, in_file, integer, out_dir, out_file
 from lab.device import set_threads
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
@@ -61,8 +62,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from .task import Vocab, describe, sample_batch
 
     cfg = _config(args)
-    n_range = (args.n, args.n) if args.n else cfg.task.train_n
-    if args.n and args.n > min(cfg.task.n_colors, cfg.task.n_shapes, cfg.task.n_items):
+    n_range = (args.n, args.n) if args.n is not None else cfg.task.train_n
+    if args.n is not None and args.n > min(cfg.task.n_colors, cfg.task.n_shapes, cfg.task.n_items):
         raise UserError(f"--n {args.n} is larger than the vocabularies allow for this preset")
     batch = sample_batch(cfg.task, args.count, np.random.default_rng(args.seed), n_range)
     vocab = Vocab.of(cfg.task)
@@ -91,7 +92,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     _only_section(args.overrides, "task", "evaluate")
     model, cfg, seed = load_trained(args.run)
     task = cfglib.apply_overrides(cfg, args.overrides).task
-    samples = args.samples or cfg.train.final_samples_per_n
+    samples = args.samples if args.samples is not None else cfg.train.final_samples_per_n
     results = evaluate(token_predictor(model), task, samples, args.seed if args.seed is not None else seed,
                        first_hop=args.first_hop)
     print(format_table(results))
@@ -161,10 +162,6 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
 
     cfg = _config(args).check_curriculum()  # bad overrides fail here, not in every job
-    if args.seeds is not None and args.seeds < 1:
-        raise UserError("--seeds must be >= 1")
-    if args.first_seed < 0:
-        raise UserError("--first-seed must be >= 0")
     table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet,
                       analysis=not args.no_analysis, first_seed=args.first_seed, analyze=cfg.analyze,
                       ray=args.ray, address=args.address)
@@ -232,25 +229,25 @@ def _add_run_commands(sub) -> None:
 
     sp = sub.add_parser("sample", help="print examples of the task in words")
     _with_preset(sp)
-    sp.add_argument("--n", type=int, default=0, help="objects per example (default: the training range)")
-    sp.add_argument("--count", type=int, default=3, help="how many examples")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--n", type=integer(1), default=None, help="objects per example (default: the training range)")
+    sp.add_argument("--count", type=integer(1), default=3, help="how many examples")
+    sp.add_argument("--seed", type=integer(0), default=0)
     sp.add_argument("--tokens", action="store_true", help="also print the raw token sequence")
     sp.set_defaults(func=cmd_sample)
 
     sp = sub.add_parser("train", help="train a model (resumes an interrupted run in --out)")
     _with_preset(sp)
-    sp.add_argument("--out", required=True, help="run directory")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, type=out_dir, help="run directory")
+    sp.add_argument("--seed", type=integer(0), default=0)
     sp.add_argument("--quiet", action="store_true", help="no progress bar")
     sp.set_defaults(func=cmd_train)
 
     sp = sub.add_parser("evaluate", help="accuracy per N on fresh samples for a trained run")
-    sp.add_argument("--run", required=True, help="run directory written by `binding train` (or a stage folder)")
-    sp.add_argument("--out", help="write results JSON here")
-    sp.add_argument("--samples", type=int, default=0, help="samples per N (default: the run's final_samples_per_n)")
-    sp.add_argument("--seed", type=int, default=None, help="evaluation seed (default: the run's seed)")
-    sp.add_argument("--mistakes", type=int, default=3, help="mistakes to print")
+    sp.add_argument("--run", required=True, type=in_dir, help="run directory written by `binding train` (or a stage folder)")
+    sp.add_argument("--out", type=out_file, help="write results JSON here (and a PNG beside it)")
+    sp.add_argument("--samples", type=integer(1), default=None, help="samples per N (default: the run's final_samples_per_n)")
+    sp.add_argument("--seed", type=integer(0), default=None, help="evaluation seed (default: the run's seed)")
+    sp.add_argument("--mistakes", type=integer(0), default=3, help="mistakes to print")
     sp.add_argument("--first-hop", action="store_true",
                     help="ask first-hop questions (colour -> shape) instead of the two-hop queries: a "
                          "diagnostic for runs trained with train.first_hop_fraction")
@@ -262,19 +259,19 @@ def _add_run_commands(sub) -> None:
 def _add_image_commands(sub) -> None:
     render_help = "render overrides as field=value, e.g. canvas_px=64 cell_px=16 n_shapes=32"
     sp = sub.add_parser("render-samples", help="save a PNG grid of rendered image contexts")
-    sp.add_argument("--out", required=True, help="PNG path")
-    sp.add_argument("--count", type=int, default=16, help="images in the grid")
-    sp.add_argument("--n-min", type=int, default=2, help="fewest objects per image")
-    sp.add_argument("--n-max", type=int, default=8, help="most objects per image")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, type=out_file, help="PNG path")
+    sp.add_argument("--count", type=integer(1), default=16, help="images in the grid")
+    sp.add_argument("--n-min", type=integer(1), default=2, help="fewest objects per image")
+    sp.add_argument("--n-max", type=integer(1), default=8, help="most objects per image")
+    sp.add_argument("--seed", type=integer(0), default=0)
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=render_help)
     sp.set_defaults(func=cmd_render_samples)
 
     sp = sub.add_parser("pretrain-encoder", help="pretrain a small visual encoder on rendered shapes")
     sp.add_argument("--kind", choices=["cnn", "vit"], default="cnn")
-    sp.add_argument("--out", required=True, help="folder for encoder.safetensors + encoder.json")
-    sp.add_argument("--steps", type=int, default=600, help="training steps (cnn: 600, vit: 400 suffice)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, type=out_dir, help="folder for encoder.safetensors + encoder.json")
+    sp.add_argument("--steps", type=integer(1), default=600, help="training steps (cnn: 600, vit: 400 suffice)")
+    sp.add_argument("--seed", type=integer(0), default=0)
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=render_help)
     sp.set_defaults(func=cmd_pretrain_encoder)
 
@@ -283,8 +280,8 @@ def _add_curriculum_commands(sub) -> None:
     sp = sub.add_parser("curriculum", help="train one regime (text-only, noise-text, image-text, ...)")
     _with_preset(sp)
     sp.add_argument("--regime", help=REGIMES_HELP)
-    sp.add_argument("--out", required=True, help="root folder; stages nest under OUT/seedS/ and are shared")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--out", required=True, type=out_dir, help="root folder; stages nest under OUT/seedS/ and are shared")
+    sp.add_argument("--seed", type=integer(0), default=0)
     sp.add_argument("--quiet", action="store_true")
     sp.add_argument("--encoder-only", action="store_true", help="only pretrain the embedded encoder into OUT/encoder")
     sp.add_argument("--follow", action="store_true",
@@ -297,11 +294,11 @@ def _add_curriculum_commands(sub) -> None:
 
     sp = sub.add_parser("reproduce", help="train every regime, write table.json, report.md and a figure")
     _with_preset(sp)
-    sp.add_argument("--out", required=True)
-    sp.add_argument("--seeds", type=int, default=None, help="seeds per regime (default: the preset's; cpu 1)")
-    sp.add_argument("--first-seed", type=int, default=0,
+    sp.add_argument("--out", required=True, type=out_dir)
+    sp.add_argument("--seeds", type=integer(1), default=None, help="seeds per regime (default: the preset's; cpu 1)")
+    sp.add_argument("--first-seed", type=integer(0), default=0,
                     help="seeds are FIRST..FIRST+SEEDS-1 (add seeds to a study in another run or machine)")
-    sp.add_argument("--workers", type=int, default=2, help="jobs in parallel (one thread each)")
+    sp.add_argument("--workers", type=integer(1), default=2, help="jobs in parallel (one thread each)")
     sp.add_argument("--no-analysis", action="store_true", help="skip the mechanism analysis of every regime")
     sp.add_argument("--ray", action="store_true",
                     help="run the jobs as Ray tasks on a local loopback cluster of --workers CPUs")
@@ -311,8 +308,8 @@ def _add_curriculum_commands(sub) -> None:
     sp.set_defaults(func=cmd_reproduce)
 
     sp = sub.add_parser("combine", help="one table.json and report.md over the seeds of several reproduce folders")
-    sp.add_argument("--out", required=True)
-    sp.add_argument("folders", nargs="+", metavar="FOLDER", help="`binding reproduce` output folders (distinct seeds)")
+    sp.add_argument("--out", required=True, type=out_dir)
+    sp.add_argument("folders", nargs="+", type=in_dir, metavar="FOLDER", help="`binding reproduce` output folders (distinct seeds)")
     sp.set_defaults(func=cmd_combine)
 
 
@@ -320,9 +317,9 @@ def _add_sweep_command(sub) -> None:
     sp = sub.add_parser("sweep", help="named recipes (config overrides) x seeds, each a `binding train` run, on Ray",
                         description=sweep.__doc__,
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sp.add_argument("file", metavar="FILE", help="TOML sweep file (see above; e.g. docs/sweeps/aid-free.toml)")
-    sp.add_argument("--out", required=True, help="folder: OUT/RECIPE/seedS per run, summary.md, id_accuracy.png")
-    sp.add_argument("--workers", type=int, default=0, help="CPUs of the local Ray cluster (0 = this machine's cores)")
+    sp.add_argument("file", metavar="FILE", type=in_file, help="TOML sweep file (see above; e.g. docs/sweeps/aid-free.toml)")
+    sp.add_argument("--out", required=True, type=out_dir, help="folder: OUT/RECIPE/seedS per run, summary.md, id_accuracy.png")
+    sp.add_argument("--workers", type=integer(0), default=0, help="CPUs of the local Ray cluster (0 = this machine's cores)")
     sp.add_argument("--address", default=None, help="an existing Ray cluster (host:port) instead of a local one")
     sp.add_argument("--report-only", action="store_true", help="only write the summary of what the runs have reached")
     sp.add_argument("--quiet", action="store_true")
@@ -332,8 +329,6 @@ def _add_sweep_command(sub) -> None:
 def cmd_sweep(args: argparse.Namespace) -> None:
     from .sweep_report import write_summary
 
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
     spec = load_sweep(args.file)
     path = write_summary(spec, args.out) if args.report_only and Path(args.out).is_dir() else None
     if args.report_only and path is None:
@@ -346,17 +341,17 @@ def _add_analysis_commands(sub) -> None:
     from .config import PATCH_POINTS, PATCH_POSITIONS
 
     sp = sub.add_parser("analyze", help="the mechanism of a trained model: interventions, knockout, probes")
-    sp.add_argument("--run", required=True, help="a run or curriculum stage directory (config.json + checkpoint)")
-    sp.add_argument("--out", required=True, help="folder for mechanism.json, figures and summary.md")
-    sp.add_argument("--pairs", type=int, default=None, help="counterfactual pairs (analyze.n_pairs, default 1000)")
-    sp.add_argument("--seed", type=int, default=None, help="seed of the pairs and samples (analyze.seed, default 0)")
+    sp.add_argument("--run", required=True, type=in_dir, help="a run or curriculum stage directory (config.json + checkpoint)")
+    sp.add_argument("--out", required=True, type=out_dir, help="folder for mechanism.json, figures and summary.md")
+    sp.add_argument("--pairs", type=integer(1), default=None, help="counterfactual pairs (analyze.n_pairs, default 1000)")
+    sp.add_argument("--seed", type=integer(0), default=None, help="seed of the pairs and samples (analyze.seed, default 0)")
     sp.add_argument("--n-range", default="", help="N of the pairs and samples as LO,HI (default: the run's ID range)")
     sp.add_argument("--point", default=None, choices=PATCH_POINTS, help="hook patched in every block (resid_post)")
     sp.add_argument("--position", default=None, choices=PATCH_POSITIONS,
                     help="where the counterfactual is patched in: the query token (default), the [QUE] token, "
                          "or every token")
-    sp.add_argument("--probe-samples", type=int, default=None, help="examples for the linear probes (4000)")
-    sp.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    sp.add_argument("--probe-samples", type=integer(1), default=None, help="examples for the linear probes (4000)")
+    sp.add_argument("--threads", type=integer(0), default=1, help="torch threads (0 = torch default)")
     sp.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                     help="analyze.* overrides, e.g. analyze.knockout_samples=500 (see `binding config`)")
     sp.set_defaults(func=cmd_analyze)
@@ -364,14 +359,14 @@ def _add_analysis_commands(sub) -> None:
     from .interp.pretrained import DTYPES
 
     sp = sub.add_parser("compare-pretrained", help="interchange intervention on a pretrained LLM (and VLM)")
-    sp.add_argument("--llm", required=True, help="local Hugging Face causal LM folder")
-    sp.add_argument("--vlm", help="local vision-language model folder (its language backbone is used)")
-    sp.add_argument("--out", required=True, help="folder for pretrained.json, .md and .png")
-    sp.add_argument("--pairs", type=int, default=64, help="counterfactual pairs to generate")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--llm", required=True, type=in_dir, help="local Hugging Face causal LM folder")
+    sp.add_argument("--vlm", type=in_dir, help="local vision-language model folder (its language backbone is used)")
+    sp.add_argument("--out", required=True, type=out_dir, help="folder for pretrained.json, .md and .png")
+    sp.add_argument("--pairs", type=integer(1), default=64, help="counterfactual pairs to generate")
+    sp.add_argument("--seed", type=integer(0), default=0)
     sp.add_argument("--n-range", default="3,6", help="objects per example, LO,HI (LO >= 3)")
-    sp.add_argument("--words", type=int, default=20, help="colours, shapes and items to draw from (at most 32)")
-    sp.add_argument("--batch-size", type=int, default=8, help="pairs per forward pass")
+    sp.add_argument("--words", type=integer(1, 32), default=20, help="colours, shapes and items to draw from (at most 32)")
+    sp.add_argument("--batch-size", type=integer(1), default=8, help="pairs per forward pass")
     sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     sp.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     sp.add_argument("--all-pairs", action="store_true",
@@ -390,20 +385,20 @@ def _add_explore_command(sub) -> None:
         print(f"{page['examples']} examples, {page['bytes'] / 1e6:.2f} MB -> {page['path']}")
 
     sp = sub.add_parser("explore", help="one HTML page to look at a model example by example (attention, patches, probes)")
-    sp.add_argument("--run", required=True, help="a run or curriculum stage directory (config.json + checkpoint)")
-    sp.add_argument("--run2", default=None, help="a second run shown beside the first on the same examples")
-    sp.add_argument("--out", required=True, help="folder for index.html (self-contained: open it from the file system)")
-    sp.add_argument("--analysis", default=None, help="`binding analyze` folder of --run (default RUN/mechanism), for the probes")
-    sp.add_argument("--analysis2", default=None, help="the same for --run2 (default RUN2/mechanism)")
-    sp.add_argument("--per-n", type=int, default=4, help="examples shown per N (plus up to 2 mistakes)")
-    sp.add_argument("--pool", type=int, default=64, help="held-out examples per N drawn to find mistakes and slot accuracy")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the counterfactual pairs")
-    sp.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    sp.add_argument("--run", required=True, type=in_dir, help="a run or curriculum stage directory (config.json + checkpoint)")
+    sp.add_argument("--run2", default=None, type=in_dir, help="a second run shown beside the first on the same examples")
+    sp.add_argument("--out", required=True, type=out_dir, help="folder for index.html (self-contained: open it from the file system)")
+    sp.add_argument("--analysis", default=None, type=in_dir, help="`binding analyze` folder of --run (default RUN/mechanism), for the probes")
+    sp.add_argument("--analysis2", default=None, type=in_dir, help="the same for --run2 (default RUN2/mechanism)")
+    sp.add_argument("--per-n", type=integer(1), default=4, help="examples shown per N (plus up to 2 mistakes)")
+    sp.add_argument("--pool", type=integer(1), default=64, help="held-out examples per N drawn to find mistakes and slot accuracy")
+    sp.add_argument("--seed", type=integer(0), default=0, help="seed of the counterfactual pairs")
+    sp.add_argument("--threads", type=integer(0), default=1, help="torch threads (0 = torch default)")
     sp.set_defaults(func=cmd_explore)
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="binding", description=__doc__,
+    p = Parser(prog="binding", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_commands(sub)
@@ -417,8 +412,6 @@ def parser() -> argparse.ArgumentParser:
 
 def _main(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
-    if getattr(args, "count", 1) < 1 or getattr(args, "samples", 0) < 0:
-        raise UserError("--count and --samples must be positive")
     args.func(args)
     return 0
 

@@ -40,12 +40,11 @@ its final model.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from lab.checkpoint import checkpoint_exists
 from lab.errors import UserError
-from lab.io import atomic_write_json
+from lab.io import atomic_write_bytes, atomic_write_json, dumps
 from lab.rundir import MetricsLog
 
 from .config import BindingConfig, CurriculumConfig
@@ -158,8 +157,7 @@ def _summarise(regime_dir: Path, name: str, seed: int, total_steps: int, stages:
     """OUT/seedS/<regime>/: every stage's metrics in one log, and regime.json (the final model's
     text-only evaluation and the stages)."""
     regime_dir.mkdir(parents=True, exist_ok=True)
-    with open(regime_dir / "metrics.jsonl", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in rows)
+    atomic_write_bytes(regime_dir / "metrics.jsonl", "".join(dumps(r) + "\n" for r in rows).encode())
     result = {"regime": name, "seed": seed, "total_steps": total_steps, "stages": stages,
               "final_run_dir": stages[-1]["run_dir"],
               **{k: final[k] for k in ("accuracy_by_n", "id_accuracy", "ood_accuracy", "id_range", "ood_range",

@@ -6,7 +6,8 @@
 It owns what must behave the same everywhere: the step counter, the ID-threshold streak and the
 step at which the threshold first held (`threshold_step`; the training aids switch off there),
 wall time carried across resumes, an evaluation every `eval_every` steps and at the last step,
-a checkpoint every `checkpoint_every` steps and at the end, and the tests' `kill -9` hook
+a checkpoint every `checkpoint_every` steps and at the end, a stop with one message when the loss
+or gradient turns non-finite (before anything of that step is logged or saved), and the tests' `kill -9` hook
 (BINDING_CRASH_AT_STEP). What a step trains on and what an evaluation measures are the caller's.
 
 The loop state is a plain dict so it goes into the checkpoint's JSON as is:
@@ -19,6 +20,7 @@ import signal
 import time
 from typing import Callable
 
+from lab.diverged import check_finite
 from lab.rundir import MetricsLog
 
 
@@ -56,9 +58,12 @@ class StepLoop:
         tc, state = self.tc, self.state
         crash_at = int(os.environ.get("BINDING_CRASH_AT_STEP", "0"))  # tests: a real SIGKILL mid-run
         last_eval: dict = {}
+        saved = state["step"]   # the step of the checkpoint on disk (0: none yet)
         while not self.done():
             stats = train_step(state["step"])
             state["step"] = step = state["step"] + 1
+            check_finite(stats["loss"], stats.get("grad_norm", 0.0), f"step {step}",
+                         f"the checkpoint of step {saved} is kept" if saved else "no checkpoint had been written")
             if after_step:
                 after_step()
             if step % tc.eval_every == 0 or self.done():
@@ -73,6 +78,7 @@ class StepLoop:
             if step % tc.checkpoint_every == 0:
                 self.elapsed()
                 checkpoint()
+                saved = step
             if crash_at and step == crash_at:
                 os.kill(os.getpid(), signal.SIGKILL)
         self.elapsed()

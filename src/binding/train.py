@@ -40,11 +40,11 @@ from tqdm import tqdm
 
 from lab import config as cfglib
 from lab.checkpoint import (checkpoint_exists, load_checkpoint, module_state, restore_training_state,
-                            save_training_state)
+                            save_training_state, verify_checkpoint)
 from lab.device import resolve_device, set_threads
 from lab.errors import UserError
 from lab.io import atomic_write_json, read_json
-from lab.rundir import MetricsLog, write_config
+from lab.rundir import MetricsLog, held, write_config
 from lab.seeding import seed_everything, step_rng
 
 from . import aids
@@ -279,11 +279,11 @@ class StageTrainer:
         loss, stats = stage_losses(self.model, self.image_side, cb, cfg, aids_on, ground, self.device, queries)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        if tc.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip)
+        # the norm before clipping (no clipping: a factor 1.0, exact): a non-finite one stops the run
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, tc.grad_clip or math.inf))
         self.opt.step()
         stage_fields = {} if plan.is_run else {"stage": plan.stage.tag, "batch_mode": mode}
-        return {**stage_fields, "lr": lr, **stats, "aids_on": aids_on}
+        return {**stage_fields, "lr": lr, **stats, "grad_norm": grad_norm, "aids_on": aids_on}
 
     def id_accuracy(self) -> tuple[float, dict]:
         """ID accuracy in the stage's mode(s), and the fields to log. A `binding train` run logs
@@ -402,6 +402,16 @@ def train_stage(cfg: BindingConfig, stage: Stage, stage_dir: str | Path, seed: i
     check_folder(stage_dir, cfg, plan, seed)
     if (stage_dir / "results.json").exists():
         return _finished(stage_dir, plan, longest, offset, quiet)
+    with held(stage_dir):   # one writer per folder
+        if (stage_dir / "results.json").exists():   # finished while we waited to look
+            return _finished(stage_dir, plan, longest, offset, quiet)
+        return _train_held(cfg, plan, stage_dir, seed, parent, index, longest, offset, quiet)
+
+
+def _train_held(cfg: BindingConfig, plan: Plan, stage_dir: Path, seed: int, parent: Path | None, index: int,
+                longest: LongestRegime | None, offset: int, quiet: bool) -> dict:
+    """train_stage's work, with the folder held."""
+    stage, matched = plan.stage, plan.stage.fixed_steps == MATCH_LONGEST
     if matched and decays_over_stage(cfg.curriculum):   # the rate schedule needs the stage's length
         plan = plan_stage(cfg, stage, index, parent, max(1, longest.total() - offset))
     device = resolve_device(cfg.train.device)
@@ -423,6 +433,7 @@ def train_stage(cfg: BindingConfig, stage: Stage, stage_dir: str | Path, seed: i
 def _finished(stage_dir: Path, plan: Plan, longest: LongestRegime | None, offset: int, quiet: bool) -> dict:
     """A stage trained before: its results, if it still fits (an equal-compute stage's length may not)."""
     res = read_json(stage_dir / "results.json")
+    verify_checkpoint(stage_dir / CHECKPOINT)   # later stages, evaluate and analyze load it
     if plan.stage.fixed_steps == MATCH_LONGEST and res["steps"] != (want := max(1, longest.total() - offset)):
         raise UserError(f"{stage_dir} holds an equal-compute stage of {res['steps']} steps, but the longest "
                         f"other regime now needs {want}; use another --out")

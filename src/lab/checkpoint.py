@@ -31,23 +31,40 @@ def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], meta: di
     atomic_write_json(stem.with_suffix(".json"), {**meta, "sha256": hashlib.sha256(blob).hexdigest()})
 
 
-def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    stem = Path(stem)
+REMEDY = ("rerun with a new --out, or delete the folder's checkpoint.* files (and results.json) "
+          "to train this run again from the start")
+
+
+def _checked_bytes(stem: Path) -> tuple[bytes, dict[str, Any]]:
+    """The safetensors bytes and the sidecar, once the sidecar's sha256 vouches for the bytes."""
     st_path, js_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     for p in (st_path, js_path):
         if not p.exists():
-            raise UserError(f"checkpoint file missing: {p}")
+            raise UserError(f"checkpoint file missing: {p}; {REMEDY}")
     blob = st_path.read_bytes()
     try:
         meta = json.loads(js_path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"checkpoint sidecar {js_path} is not valid JSON ({e})") from None
-    if meta.get("sha256") != hashlib.sha256(blob).hexdigest():
-        raise UserError(f"checkpoint {st_path} does not match its sidecar {js_path} (corrupt or mixed)")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"checkpoint sidecar {js_path} is not valid JSON ({e}); {REMEDY}") from None
+    if not isinstance(meta, dict) or meta.get("sha256") != hashlib.sha256(blob).hexdigest():
+        raise UserError(f"checkpoint {st_path} does not match its sidecar {js_path} (truncated, corrupt "
+                        f"or mixed); {REMEDY}")
+    return blob, meta
+
+
+def verify_checkpoint(stem: str | Path) -> None:
+    """Raise UserError unless the checkpoint's bytes are the ones its sidecar names."""
+    _checked_bytes(Path(stem))
+
+
+def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    stem = Path(stem)
+    st_path = stem.with_suffix(".safetensors")
+    blob, meta = _checked_bytes(stem)
     try:
         tensors = st_load(blob)
     except (SafetensorError, Exception) as e:  # safetensors raises several types for bad bytes
-        raise UserError(f"checkpoint {st_path} is not a valid safetensors file ({e})") from None
+        raise UserError(f"checkpoint {st_path} is not a valid safetensors file ({e}); {REMEDY}") from None
     return tensors, meta
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from typing import Any
 
@@ -71,9 +72,12 @@ def parse_value(text: str, tp: Any, key: str) -> Any:
         raise UserError(f"{key}: expected true/false, got {text!r}")
     if tp in (int, float):
         try:
-            return tp(float(text)) if tp is int and "e" in text.lower() else tp(text)
-        except ValueError:
+            value = tp(float(text)) if tp is int and "e" in text.lower() else tp(text)
+        except (ValueError, OverflowError):
             raise UserError(f"{key}: expected {tp.__name__}, got {text!r}") from None
+        if not math.isfinite(value):   # nan/inf: no setting means them, and training would diverge silently
+            raise UserError(f"{key}: expected a finite number, got {text!r}")
+        return value
     if tp is str:
         return text
     try:

@@ -4,21 +4,26 @@
     metrics.jsonl   one JSON object per evaluation (append-only; trimmed to the checkpoint on resume)
     checkpoint.*    latest checkpoint (safetensors + JSON sidecar)
     results.json    final metrics
+    .lock           held (flock) by the one process writing the folder; names its pid
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
+import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .io import atomic_write_bytes, atomic_write_json
+from .errors import UserError
+from .io import atomic_write_bytes, atomic_write_json, dumps
 
 
 def git_commit() -> str:
@@ -54,7 +59,7 @@ class MetricsLog:
 
     def append(self, row: dict) -> None:
         with open(self.path, "a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(dumps(row) + "\n")
             f.flush()
             os.fsync(f.fileno())
 
@@ -72,4 +77,33 @@ class MetricsLog:
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after `step` (they belong to work lost in a crash and will be redone)."""
         keep = [r for r in self.rows() if r.get("step", 0) <= step]
-        atomic_write_bytes(self.path, "".join(json.dumps(r) + "\n" for r in keep).encode())
+        atomic_write_bytes(self.path, "".join(dumps(r) + "\n" for r in keep).encode())
+
+
+@contextmanager
+def held(run_dir: str | os.PathLike):
+    """Hold run_dir for this process while it writes there; a second writer is refused at once.
+
+    An flock on run_dir/.lock: the kernel drops it when the holder exits, however it dies, so a
+    lock left by a killed process is simply taken over (no stale-lock cleanup). The file keeps the
+    holder's pid and host for the message."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    f = open(run_dir / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UserError(f"{run_dir} is being written by {holder}; wait for it to finish, stop it, "
+                        f"or use another --out") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()

@@ -23,9 +23,10 @@ from tqdm import tqdm
 
 from lab.checkpoint import checkpoint_exists, restore_training_state, save_training_state
 from lab.device import set_threads
+from lab.diverged import check_finite
 from lab.errors import UserError
 from lab.io import atomic_write_json, read_json
-from lab.rundir import MetricsLog, write_config
+from lab.rundir import MetricsLog, held, write_config
 from lab.seeding import seed_everything, step_rng
 
 from .config import Config, run_config, same_trained_model, trained_sections
@@ -74,8 +75,13 @@ class _State:
 
 
 def train(cfg: Config, out: str | Path, seed: int = 0, progress: bool = True) -> dict:
-    """Train (or resume) the run in `out`; returns results.json's content."""
-    out = Path(out)
+    """Train (or resume) the run in `out`; returns results.json's content. One process at a time
+    writes a run folder (a second is refused)."""
+    with held(out):
+        return _train(cfg, Path(out), seed, progress)
+
+
+def _train(cfg: Config, out: Path, seed: int, progress: bool) -> dict:
     set_threads(cfg.train.threads)
     resuming = _check_out_dir(out, cfg, seed)
     splits = load_splits(cfg, seed)
@@ -156,6 +162,9 @@ def _train_epoch(cfg: Config, state: _State, splits: Splits, failout: Failout | 
             loss = loss + cfg.train.l2 * l2_term(model)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), math.inf))   # factor 1.0: a check
+        check_finite(float(loss.detach()), grad_norm, f"epoch {epoch + 1}, batch {i + 1}",
+                     f"the checkpoint after epoch {epoch} is kept" if epoch else "no checkpoint had been written")
         opt.step()
         total += float(loss.detach()) * len(idx)
         bar.set_postfix(loss=f"{float(loss.detach()):.3f}")

@@ -8,11 +8,10 @@ rounded floats.
 from __future__ import annotations
 
 import base64
-import json
 import zlib
 from pathlib import Path
 
-from lab.io import atomic_write_bytes
+from lab.io import atomic_write_bytes, dumps
 from lab.rundir import git_commit
 
 from ..images.render import grid_rgb
@@ -47,7 +46,7 @@ def vocab_entries(vocab: Vocab) -> dict:
 
 
 def render_html(data: dict, blob: AttentionBlob) -> str:
-    payload = json.dumps({**data, "git_commit": git_commit()}, separators=(",", ":")).replace("</", "<\\/")
+    payload = dumps({**data, "git_commit": git_commit()}, separators=(",", ":")).replace("</", "<\\/")
     html = (HERE / "page.html").read_text()
     return (html.replace("/*STYLE*/", (HERE / "page.css").read_text())
                 .replace("/*SCRIPT*/", (HERE / "page.js").read_text())

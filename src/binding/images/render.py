@@ -535,9 +535,8 @@ def save_sample_grid(path: str | Path, cfg: RenderConfig, n_images: int = 16, n_
 
     if n_images < 1 or scale < 1 or columns < 1:
         raise UserError(f"n_images, scale and columns must be >= 1 (got {n_images}, {scale}, {columns})")
-    n_max = min(n_max, cfg.max_objects)
     rng = np.random.default_rng(seed)
-    colors, shapes, n = random_objects(cfg, n_images, min(n_min, n_max), n_max, rng)
+    colors, shapes, n = random_objects(cfg, n_images, n_min, n_max, rng)   # refuses an impossible range
     images, _ = Renderer(cfg).render(colors, shapes, n, rng)
     rows = math.ceil(n_images / columns)
     pad, side = 4, cfg.canvas_px * scale
