@@ -145,8 +145,12 @@ def cmd_curriculum(args: argparse.Namespace) -> None:
           f"total steps {res['total_steps']}")
     if args.analyze:
         from .interp.compare import analyze_regime
+        from .interp.interventions import ratio_text
+
         mech = analyze_regime(Path(args.out) / f"seed{args.seed}" / args.regime, cfg.analyze, quiet=args.quiet)
-        print(f"mechanism: peak layer {mech['peak_layer']}, symbolic/positional {mech['symbolic_positional_ratio']}")
+        ratio = ratio_text(mech["symbolic_positional_ratio"], mech["proportions_by_layer"][mech["peak_layer"]],
+                           mech["n_pairs"])
+        print(f"mechanism: peak layer {mech['peak_layer']}, symbolic/positional {ratio}")
 
 
 def cmd_combine(args: argparse.Namespace) -> None:
@@ -167,7 +171,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                       ray=args.ray, address=args.address)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
-              f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy']})")
+              f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy'] or '-'})")
     print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
 
 
@@ -185,16 +189,16 @@ def _analyze_config(args: argparse.Namespace):
 
 def cmd_analyze(args: argparse.Namespace) -> None:
     from .interp.analyze import analyze
+    from .interp.interventions import ratio_text
 
     acfg = _analyze_config(args)
     set_threads(args.threads)
     res = analyze(args.run, args.out, acfg)
     peak = res["peak_layer"]
     p = res["proportions_by_layer"][peak]
-    ratio = res["symbolic_positional_ratio"]
+    ratio = ratio_text(res["symbolic_positional_ratio"], p, res["n_pairs"])
     print(f"{res['n_pairs']}/{res['n_pairs_generated']} pairs used; peak layer {peak}: positional {p['positional']:.3f} "
-          f"symbolic {p['symbolic']:.3f} reflexive {p['reflexive']:.3f}; symbolic/positional "
-          f"{'inf' if ratio is None else f'{ratio:.2f}'}")
+          f"symbolic {p['symbolic']:.3f} reflexive {p['reflexive']:.3f}; symbolic/positional {ratio}")
     print(f"-> {Path(args.out) / 'mechanism.json'}, {Path(args.out) / 'summary.md'}")
 
 

@@ -340,7 +340,7 @@ def _preset_smoke() -> BindingConfig:
                           checkpoint_every=20,
                           final_samples_per_n=64, device="cpu", threads=1),
         curriculum=CurriculumConfig(stage_max_steps=20, stage_extra_steps=10, stage_warmup_steps=5,
-                                    expand_n_colors=16, expand_n_shapes=16, expand_n_items=10,
+                                    scratch_max_steps=60, expand_n_colors=16, expand_n_shapes=16, expand_n_items=10,
                                     render=RenderConfig(canvas_px=32, cell_px=8, sprite_px=8, patch_px=8,
                                                         n_colors=12, n_shapes=12),
                                     encoder=EncoderConfig(kind="linear"), encoder_pretrain_steps=20),

@@ -157,6 +157,8 @@ def demo_section(demo: Path, root: Path) -> list[str]:
     mech_dir = root / "seed0" / "text-only" / "mechanism"
     mech = mech_dir / "mechanism.json"
     if mech.exists():
+        from .interp.interventions import ratio_text
+
         m = read_json(mech)
         peak = m["proportions_by_layer"][m["peak_layer"]]
         ratio = m["symbolic_positional_ratio"]
@@ -165,7 +167,7 @@ def demo_section(demo: Path, root: Path) -> list[str]:
                   "positional : symbolic : reflexive = " + " / ".join(
                       f"{p['positional']:.2f} : {p['symbolic']:.2f} : {p['reflexive']:.2f}" for p in m["proportions_by_layer"])
                   + f". Peak layer {m['peak_layer']} (symbolic {peak['symbolic']:.2f}, positional "
-                  f"{peak['positional']:.2f}; ratio {'inf' if ratio is None else f'{ratio:.1f}'}). The paper's text-only "
+                  f"{peak['positional']:.2f}; ratio {ratio_text(ratio, peak, m['n_pairs'])}). The paper's text-only "
                   "models are positional; why this one is not: docs/results/binding-mechanism.md.", "",
                   f"![outcomes]({(mech_dir / 'outcomes.png').relative_to(demo)}) "
                   f"![probes]({(mech_dir / 'probes.png').relative_to(demo)})", ""]

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from lab.cliargs import Parser, in_dir, integer, number, out_dir, out_file
 from lab.config import apply_overrides, describe
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
@@ -58,18 +59,19 @@ def _config_help(sections: tuple[str, ...] = TRAINED_SECTIONS) -> str:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="cpu", help=f"named config: {', '.join(sorted(PRESETS))} (default cpu)")
+    p.add_argument("--preset", default="cpu", choices=sorted(PRESETS), help=f"named config: {', '.join(sorted(PRESETS))} (default cpu)")
     p.add_argument("overrides", nargs="*", metavar="section.field=value",
                    help="config overrides, e.g. model.method=resilinet train.epochs=3")
 
 
 def _seeds(text: str) -> list[int]:
+    """--seeds: comma-separated integers >= 0, e.g. 0,1,2."""
     try:
         seeds = [int(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise UserError(f"--seeds: expected comma-separated integers, got {text!r}") from None
+        seeds = []
     if not seeds or any(s < 0 for s in seeds):
-        raise UserError(f"--seeds: expected non-negative integers, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
     return seeds
 
 
@@ -81,15 +83,15 @@ def _command(sub, name: str, helptext: str, description: str, epilog: str, run: 
     """One subcommand's parser; with `run`, its required --run (a `resilinet train` directory)."""
     p = sub.add_parser(name, help=helptext, description=description, epilog=epilog, formatter_class=FMT)
     if run:
-        p.add_argument("--run", required=True, help="a `resilinet train` run directory")
+        p.add_argument("--run", required=True, type=in_dir, help="a `resilinet train` run directory")
     return p
 
 
 def _add_runtime(p: argparse.ArgumentParser, port: str) -> None:
     """The flags for the most used runtime.* fields (a flag given wins over an override)."""
     p.add_argument("--host", default=None, help="HTTP bind address (runtime.host, default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=None, help=f"HTTP port (runtime.port; {port})")
-    p.add_argument("--hop-deadline-s", type=float, default=None,
+    p.add_argument("--port", type=integer(0, 65535), default=None, help=f"HTTP port (runtime.port; {port})")
+    p.add_argument("--hop-deadline-s", type=number(above=0), default=None,
                    help="a producer silent this long after its call is dead for the request "
                         "(runtime.hop_deadline_s, default 0.5)")
     p.add_argument("--relay-input", action="store_true",
@@ -107,19 +109,19 @@ def _add_train_and_evaluate(sub) -> None:
     p = _command(sub, "train", "train one model into a run directory",
                  "Train one partitioned model; select the epoch with the best clean validation accuracy; "
                  "evaluate it exactly under every failure pattern.", EXAMPLES["train"] + "\n\n" + _config_help())
-    p.add_argument("--out", required=True, help="run directory (created; an interrupted run resumes)")
-    p.add_argument("--seed", type=int, default=0, help="seed for data split, init, order, failout (default 0)")
+    p.add_argument("--out", required=True, type=out_dir, help="run directory (created; an interrupted run resumes)")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed for data split, init, order, failout (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     _add_common(p)
 
     p = _command(sub, "evaluate", "exact (and optional Monte-Carlo) accuracy under failures",
                  "Evaluate a trained run over all 2^n alive/dead patterns of its failure-prone nodes and "
                  "every reliability setting; write JSON.", EXAMPLES["evaluate"], run=True)
-    p.add_argument("--out", required=True, help="JSON file to write")
+    p.add_argument("--out", required=True, type=out_file, help="JSON file to write")
     p.add_argument("--split", choices=("test", "val"), default="test", help="which split (default test)")
-    p.add_argument("--mc-draws", type=int, default=0, help="also estimate by Monte-Carlo with this many "
+    p.add_argument("--mc-draws", type=integer(0), default=0, help="also estimate by Monte-Carlo with this many "
                    "passes over the split, one random pattern per sample (default 0: off)")
-    p.add_argument("--mc-seed", type=int, default=0, help="Monte-Carlo seed (default 0)")
+    p.add_argument("--mc-seed", type=integer(0), default=0, help="Monte-Carlo seed (default 0)")
 
 
 def _add_studies(sub) -> None:
@@ -133,10 +135,10 @@ def _add_studies(sub) -> None:
              "1-4, failout survival rates (0.95, 0.9, 0.7, 0.5, variable), every subset of skip "
              "hyperconnections, and partition 2 for all methods.")):
         p = _command(sub, name, helptext, desc, EXAMPLES[name] + "\n\n" + _config_help())
-        p.add_argument("--out", required=True, help="output directory (re-running continues it)")
-        p.add_argument("--seeds", default="0,1,2" if name == "reproduce" else "0,1",
+        p.add_argument("--out", required=True, type=out_dir, help="output directory (re-running continues it)")
+        p.add_argument("--seeds", type=_seeds, default="0,1,2" if name == "reproduce" else "0,1",
                        help="comma-separated seeds (default %(default)s)")
-        p.add_argument("--jobs", type=int, default=2, help="runs trained in parallel, one thread each (default 2)")
+        p.add_argument("--jobs", type=integer(1), default=2, help="runs trained in parallel, one thread each (default 2)")
         if name == "reproduce":
             p.add_argument("--cnn", choices=("mobilenet", "resnet18"), default="resnet18",
                            help="the CNN trained beside the MLP chain (default resnet18)")
@@ -160,22 +162,24 @@ def _add_runtime_commands(sub) -> None:
                  "--kill-every s and SIGSTOP another for --hang-s every --hang-every s; write OUT/chaos.json "
                  "and OUT/chaos.md (requests sent, answered, failed, lost; alive patterns seen; empirical vs "
                  "exact accuracy).", EXAMPLES["chaos"] + "\n\n" + runtime_help, run=True)
-    p.add_argument("--out", default=None, help="report directory (default RUN/chaos)")
-    p.add_argument("--duration", type=float, default=120.0, help="seconds of load (default 120)")
-    p.add_argument("--kill-every", type=float, default=10.0, help="seconds between SIGKILLs (0: none; default 10)")
-    p.add_argument("--hang-every", type=float, default=15.0, help="seconds between hangs (0: none; default 15)")
-    p.add_argument("--hang-s", type=float, default=3.0, help="how long a hung node stays stopped (default 3)")
-    p.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
-    p.add_argument("--batch", type=int, default=16, help="examples per request (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="seed for examples and victims (default 0)")
+    p.add_argument("--out", default=None, type=out_dir, help="report directory (default RUN/chaos)")
+    p.add_argument("--duration", type=number(above=0), default=120.0, help="seconds of load (default 120)")
+    p.add_argument("--kill-every", type=number(0), default=10.0, help="seconds between SIGKILLs (0: none; default 10)")
+    p.add_argument("--hang-every", type=number(0), default=15.0, help="seconds between hangs (0: none; default 15)")
+    p.add_argument("--hang-s", type=number(above=0), default=3.0, help="how long a hung node stays stopped (default 3)")
+    p.add_argument("--clients", type=integer(1), default=4, help="concurrent clients (default 4)")
+    p.add_argument("--batch", type=integer(1), default=16, help="examples per request (default 16)")
+    p.add_argument("--seed", type=integer(0), default=0, help="seed for examples and victims (default 0)")
     _add_runtime(p, "chaos default 0 = any free port")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="resilinet", formatter_class=FMT,
         description="ResiliNet (arXiv 2002.07386): DNNs partitioned over IoT -> edge -> fog -> cloud that "
-                    "keep working when nodes fail (skip hyperconnections + failout), simulated in one process.",
+                    "keep working when nodes fail (skip hyperconnections + failout): trained and evaluated exactly "
+                    "in one process (train, evaluate, reproduce, ablate), served with one process per node on Ray "
+                    "(serve, chaos).",
         epilog="Start with: resilinet reproduce --preset cpu --out runs/reproduce\n"
                "Run `resilinet <command> --help` for each command's options.")
     sub = parser.add_subparsers(dest="command", metavar="command")
@@ -193,8 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import train
 
-    if args.seed < 0:
-        raise UserError(f"--seed must be >= 0, got {args.seed}")
     cfg = make_config(args.preset, args.overrides)
     res = train(cfg, args.out, seed=args.seed, progress=not args.quiet)
     print(_summary(res))
@@ -219,8 +221,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
     from .run import load_run
 
-    if args.mc_draws < 0:
-        raise UserError(f"--mc-draws must be >= 0, got {args.mc_draws}")
     cfg, model, seed = load_run(args.run)
     splits = load_splits(cfg, seed)
     t0 = time.time()
@@ -258,9 +258,7 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     from .experiments import run_all
     from .report import ablation_report, reproduce_report
 
-    seeds = _seeds(args.seeds)
-    if args.jobs < 1:
-        raise UserError(f"--jobs must be >= 1, got {args.jobs}")
+    seeds = args.seeds
     extra = tuple(args.overrides)
     specs = _study_specs(args, seeds, extra)
     out = Path(args.out)

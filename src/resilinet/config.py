@@ -23,6 +23,8 @@ gives the CIFAR reference settings):
 """
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -238,7 +240,15 @@ def _cpu(arch: str) -> Config:
                               l2=1e-4 if arch == "resnet18" else 0.0))
 
 
-PRESETS: dict[str, Callable[[str], Config]] = {"paper": _paper, "cpu": _cpu}
+def _smoke(arch: str) -> Config:
+    """Seconds for every command: the cpu preset's models on a few hundred examples, one epoch.
+    For trying commands and for the tests; its accuracies mean little."""
+    cpu = _cpu(arch)
+    return dataclasses.replace(cpu, data=dataclasses.replace(cpu.data, limit=600 if arch == "mlp" else 300),
+                               train=dataclasses.replace(cpu.train, epochs=1))
+
+
+PRESETS: dict[str, Callable[[str], Config]] = {"paper": _paper, "cpu": _cpu, "smoke": _smoke}
 
 
 def make_config(preset: str, overrides: list[str] | None = None) -> Config:

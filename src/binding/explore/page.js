@@ -380,7 +380,7 @@ function header() {
   const line = document.getElementById("runs-line");
   RUNS.forEach((run, i) => line.append(el("div", {}, runLabel(i), ` ${run.path} (seed ${run.seed}, ${run.layers} layers x ` +
     `${run.heads} heads${run.image_trained ? ", image-trained" : ""})` + (run.analysis ? `; analyze: peak layer ` +
-    `${run.analysis.peak_layer}, symbolic/positional ${run.analysis.ratio === null ? "inf" : fmt(run.analysis.ratio)}` : ""))));
+    `${run.analysis.peak_layer}, symbolic/positional ${run.analysis.ratio_text}` : ""))));
   document.getElementById("footer").textContent = `binding explore \u00b7 git ${DATA.git_commit} \u00b7 ` +
     `${EXAMPLES.length} held-out examples \u00b7 counterfactual seed ${DATA.pair_seed}`;
 }

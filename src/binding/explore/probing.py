@@ -18,6 +18,7 @@ from lab.io import read_json
 
 from ..config import AnalyzeConfig
 from ..interp.analyze import analysis_n_range, analysis_samples
+from ..interp.interventions import ratio_text
 from ..interp.probes import TARGETS, fitted_probes, query_activations
 from ..task import Batch
 from .inputs import ExploredRun
@@ -62,6 +63,8 @@ def analysis_summary(probes: RunProbes) -> dict | None:
         return None
     return {"n_pairs": m["n_pairs"], "n_range": m["n_range"], "peak_layer": m["peak_layer"],
             "ratio": m["symbolic_positional_ratio"], "point": probes.settings.point,
+            "ratio_text": ratio_text(m["symbolic_positional_ratio"], m["proportions_by_layer"][m["peak_layer"]],
+                                     m["n_pairs"]),
             "position": probes.settings.position,
             "proportions_by_layer": [{o: round(v, 3) for o, v in p.items()} for p in m["proportions_by_layer"]],
             "probe_accuracy": {t: [round(a, 3) for a in acc] for t, acc in m["probes"]["accuracy"].items()},

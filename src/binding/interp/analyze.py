@@ -23,7 +23,7 @@ from ..config import AnalyzeConfig, BindingConfig
 from ..run import CHECKPOINT, is_trained, load_trained
 from ..task import Batch, TaskConfig, sample_batch
 from .counterfactual import OUTCOMES, make_pairs
-from .interventions import peak_and_ratio, sweep
+from .interventions import peak_and_ratio, ratio_text, sweep
 from .knockout import knockout
 from .plots import plot_knockout, plot_outcomes, plot_probes
 from .probes import probes
@@ -78,15 +78,9 @@ def analysis_samples(task: TaskConfig, acfg: AnalyzeConfig, n_range: tuple[int, 
     return {"knockout": knock, "probes": sample_batch(task, acfg.probe_samples, rng, n_range, split="eval")}
 
 
-def _ratio(r: float | None, symbolic: float) -> str:
-    if r is not None:
-        return f"{r:.2f}"
-    return "inf (no positional outcome)" if symbolic > 0 else "undefined (neither)"
-
-
 def summary(res: dict) -> str:
     props, peak = res["proportions_by_layer"], res["peak_layer"]
-    rows = [[l, *(f"{p[o]:.3f}" for o in OUTCOMES), _ratio(r, p["symbolic"])]
+    rows = [[l, *(f"{p[o]:.3f}" for o in OUTCOMES), ratio_text(r, p, res["n_pairs"])]
             for l, p, r in zip(res["layers"], props, res["ratio_by_layer"])]
     knock = res["knockout"]
     krows = [[g, *(f"{a:.3f}" for a in acc)] for g, acc in knock["accuracy_by_layer"].items()]
@@ -102,7 +96,7 @@ def summary(res: dict) -> str:
         "## Interchange interventions", "",
         md_table(["after block", *OUTCOMES, "symbolic/positional"], rows),
         f"Peak layer (largest positional + symbolic share): **{peak}**; symbolic/positional ratio there: "
-        f"**{_ratio(res['symbolic_positional_ratio'], props[peak]['symbolic'])}**.", "",
+        f"**{ratio_text(res['symbolic_positional_ratio'], props[peak], res['n_pairs'])}**.", "",
         "![outcomes](outcomes.png)", "",
         "## Attention knockout (the query cannot attend to a group, in one layer)", "",
         f"Accuracy with nothing blocked: {knock['clean_accuracy']:.3f}.", "",

@@ -17,7 +17,7 @@ from lab.report import md_table, mean_sd
 from ..config import AnalyzeConfig
 from .analyze import analyze
 from .counterfactual import OUTCOMES
-from .interventions import peak_and_ratio
+from .interventions import peak_and_ratio, ratio_text
 from .plots import plot_regimes
 
 
@@ -64,17 +64,15 @@ def analyze_regimes(out: Path, table: list[dict], acfg: AnalyzeConfig | None = N
 
 
 def report_section(entries: list[dict]) -> str:
-    def fmt(r):
-        return "inf" if r is None else f"{r:.2f}"
-
     rows = []
     for x in entries:
         p = x["proportions_by_layer"]
+        peak = p[x["peak_layer"]]
         per_layer = " / ".join(f"{q['positional']:.2f}:{q['symbolic']:.2f}:{q['reflexive']:.2f}" for q in p)
         shape = x["probe_accuracy_mean"].get("shape", [])
         slot = x["probe_accuracy_mean"].get("slot", [])
-        rows.append([x["regime"], x["peak_layer"], fmt(x["symbolic_positional_ratio"]),
-                     ", ".join(fmt(r) for r in x["ratio_by_seed"]), per_layer,
+        rows.append([x["regime"], x["peak_layer"], ratio_text(x["symbolic_positional_ratio"], peak),
+                     ", ".join(f"{r:.2f}" if r is not None else "no positional" for r in x["ratio_by_seed"]), per_layer,
                      " / ".join(f"{a:.2f}" for a in shape), " / ".join(f"{a:.2f}" for a in slot)])
     return ("## Mechanism (interchange interventions at the query, text inputs)\n\n"
             "Per layer `positional:symbolic:reflexive` shares of the pairs (the rest: no effect / other); "

@@ -165,3 +165,14 @@ def peak_and_ratio(proportions: list[dict[str, float]]) -> tuple[int, float | No
     peak = max(range(len(shares)), key=lambda i: (shares[i], -i))
     pos, sym = proportions[peak]["positional"], proportions[peak]["symbolic"]
     return peak, (sym / pos if pos > 0 else None)
+
+
+def ratio_text(ratio: float | None, shares: dict[str, float], n_pairs: int | None = None) -> str:
+    """The symbolic/positional ratio as every report and console line shows it. Undefined when no
+    pair is positional: then the counts (or shares) say why, e.g. "990 : 0 pairs, no positional"."""
+    if ratio is not None:
+        return f"{ratio:.2f}"
+    sym = shares.get("symbolic") or 0.0
+    if n_pairs:
+        return f"{round(sym * n_pairs)} : 0 pairs, {'no positional' if sym else 'neither'}"
+    return f"{sym:.2f} : 0 of the pairs, {'no positional' if sym else 'neither'}"

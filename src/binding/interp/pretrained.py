@@ -33,6 +33,7 @@ from lab.io import atomic_write_json
 
 from ..task import TaskConfig, Vocab
 from .counterfactual import OUTCOMES, Pairs, classify, make_pairs
+from .interventions import ratio_text
 from .nl_task import ITEM_WORDS, Words, answer_word, choose, choose_words, prompt, render
 
 LAYER_PATHS = ("model.language_model.layers", "model.layers", "language_model.model.layers",
@@ -309,7 +310,7 @@ def _markdown(result: dict[str, Any]) -> str:
         peak = r["proportions_by_layer"][r["peak_layer"]] if r["peak_layer"] is not None else {}
         rows.append([name, Path(r["model_path"]).name, r["layers"], f"{r['n_pairs']}/{r['n_pairs_generated']}",
                      f(r["baseline_accuracy"]), f(r["peak_layer"]), f(peak.get("positional")),
-                     f(peak.get("symbolic")), f(r["symbolic_positional_ratio"])])
+                     f(peak.get("symbolic")), ratio_text(r["symbolic_positional_ratio"], peak, r["n_pairs"]) if peak else "n/a"])
     lines.append(md_table(["model", "folder", "layers", "pairs used", "baseline acc", "peak layer",
                            "positional", "symbolic", "symbolic/positional"], rows))
     ref = result["paper_reference"]
