@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from lab import config as cfglib
-from lab.cliargs import Parser, in_dir, in_file, integer, out_dir, out_file
+from lab.cliargs import Parser, in_dir, in_file, int_range, integer, out_dir, out_file, torch_device
 from lab.device import set_threads
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
@@ -94,7 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     task = cfglib.apply_overrides(cfg, args.overrides).task
     samples = args.samples if args.samples is not None else cfg.train.final_samples_per_n
     results = evaluate(token_predictor(model), task, samples, args.seed if args.seed is not None else seed,
-                       first_hop=args.first_hop)
+                       first_hop=args.first_hop, progress=True)
     print(format_table(results))
     print("first mistakes:\n" + "\n".join(results["mistakes"][:args.mistakes]))
     if args.out:
@@ -114,7 +114,14 @@ def _render_config(overrides: list[str]):
 def cmd_render_samples(args: argparse.Namespace) -> None:
     from .images.render import save_sample_grid
 
-    path = save_sample_grid(args.out, _render_config(args.overrides), n_images=args.count,
+    rcfg = _render_config(args.overrides)
+    limit = min(rcfg.n_colors, rcfg.n_shapes, rcfg.max_objects)
+    if args.n_min > args.n_max:
+        raise UserError(f"--n-min {args.n_min} is larger than --n-max {args.n_max}")
+    if args.n_max > limit:
+        raise UserError(f"--n-max {args.n_max}: at most {limit} objects fit an image (the fewest of the "
+                        f"renderer's colours, shapes and grid cells)")
+    path = save_sample_grid(args.out, rcfg, n_images=args.count,
                             n_min=args.n_min, n_max=args.n_max, seed=args.seed)
     print(f"-> {path}")
 
@@ -181,9 +188,8 @@ def _analyze_config(args: argparse.Namespace):
 
     _only_section(args.overrides, "analyze", "analyze")
     acfg = cfglib.apply_overrides(BindingConfig(), args.overrides).analyze
-    n_range = cfglib.parse_value(args.n_range, tuple[int, int], "--n-range") if args.n_range else None
     flags = {"n_pairs": args.pairs, "seed": args.seed, "point": args.point, "position": args.position,
-             "probe_samples": args.probe_samples, "n_range": n_range}
+             "probe_samples": args.probe_samples, "n_range": args.n_range}
     return dataclasses.replace(acfg, **{k: v for k, v in flags.items() if v is not None})
 
 
@@ -193,7 +199,7 @@ def cmd_analyze(args: argparse.Namespace) -> None:
 
     acfg = _analyze_config(args)
     set_threads(args.threads)
-    res = analyze(args.run, args.out, acfg)
+    res = analyze(args.run, args.out, acfg, progress=True)
     peak = res["peak_layer"]
     p = res["proportions_by_layer"][peak]
     ratio = ratio_text(res["symbolic_positional_ratio"], p, res["n_pairs"])
@@ -206,7 +212,7 @@ def cmd_compare_pretrained(args: argparse.Namespace) -> None:
     from .interp.pretrained import compare_pretrained, models_of
 
     r = compare_pretrained(args.llm, args.vlm, args.out, n_pairs=args.pairs, seed=args.seed,
-                           n_range=cfglib.parse_value(args.n_range, tuple[int, int], "--n-range"), n_words=args.words,
+                           n_range=args.n_range, n_words=args.words,
                            batch_size=args.batch_size, only_correct=not args.all_pairs, device=args.device,
                            dtype=args.dtype, trust_remote_code=args.trust_remote_code)
     for name, m in models_of(r):
@@ -349,7 +355,8 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--out", required=True, type=out_dir, help="folder for mechanism.json, figures and summary.md")
     sp.add_argument("--pairs", type=integer(1), default=None, help="counterfactual pairs (analyze.n_pairs, default 1000)")
     sp.add_argument("--seed", type=integer(0), default=None, help="seed of the pairs and samples (analyze.seed, default 0)")
-    sp.add_argument("--n-range", default="", help="N of the pairs and samples as LO,HI (default: the run's ID range)")
+    sp.add_argument("--n-range", type=int_range(1), default=None,
+                    help="N of the pairs and samples as LO,HI (default: the run's ID range)")
     sp.add_argument("--point", default=None, choices=PATCH_POINTS, help="hook patched in every block (resid_post)")
     sp.add_argument("--position", default=None, choices=PATCH_POSITIONS,
                     help="where the counterfactual is patched in: the query token (default), the [QUE] token, "
@@ -368,10 +375,10 @@ def _add_analysis_commands(sub) -> None:
     sp.add_argument("--out", required=True, type=out_dir, help="folder for pretrained.json, .md and .png")
     sp.add_argument("--pairs", type=integer(1), default=64, help="counterfactual pairs to generate")
     sp.add_argument("--seed", type=integer(0), default=0)
-    sp.add_argument("--n-range", default="3,6", help="objects per example, LO,HI (LO >= 3)")
+    sp.add_argument("--n-range", type=int_range(3), default="3,6", help="objects per example, LO,HI (LO >= 3)")
     sp.add_argument("--words", type=integer(1, 32), default=20, help="colours, shapes and items to draw from (at most 32)")
     sp.add_argument("--batch-size", type=integer(1), default=8, help="pairs per forward pass")
-    sp.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    sp.add_argument("--device", type=torch_device, default="cpu", help="torch device (cpu, cuda, ...)")
     sp.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     sp.add_argument("--all-pairs", action="store_true",
                     help="use every pair, not only those the model answers correctly (for debugging)")

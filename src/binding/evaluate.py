@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from lab.report import mean_sd
 from lab.seeding import step_rng
@@ -45,10 +46,10 @@ def token_predictor(model: Transformer, device: str = "cpu") -> Predictor:
 
 
 def accuracy_by_n(predict: Predictor, task: TaskConfig, n_values: range, samples_per_n: int, seed: int,
-                  stream: int, vocab: Vocab | None = None, max_mistakes: int = 0, first_hop: bool = False
-                  ) -> tuple[dict[int, float], list[str]]:
+                  stream: int, vocab: Vocab | None = None, max_mistakes: int = 0, first_hop: bool = False,
+                  progress: bool = False) -> tuple[dict[int, float], list[str]]:
     acc, mistakes = {}, []
-    for n in n_values:
+    for n in tqdm(n_values, desc="evaluate", unit="N", disable=not progress, leave=False, dynamic_ncols=True):
         correct = 0
         for batch in eval_batches(task, n, samples_per_n, seed, stream, first_hop=first_hop):
             pred = predict(batch)
@@ -78,13 +79,14 @@ def summarize(acc: dict[int, float], task: TaskConfig, samples_per_n: int) -> di
 
 
 def evaluate(predict: Predictor, task: TaskConfig, samples_per_n: int, seed: int,
-             max_mistakes: int = 5, first_hop: bool = False) -> dict:
+             max_mistakes: int = 5, first_hop: bool = False, progress: bool = False) -> dict:
     """Full ID + OOD evaluation on the final stream; includes the first mistakes in words.
-    first_hop: the first-hop questions (colour -> shape) instead of the task's queries."""
+    first_hop: the first-hop questions (colour -> shape) instead of the task's queries; progress:
+    a bar over N."""
     vocab = Vocab.of(task)
     n_values = sorted(set(range(task.id_n[0], task.id_n[1] + 1)) | set(range(task.ood_n[0], task.ood_n[1] + 1)))
     acc, mistakes = accuracy_by_n(predict, task, n_values, samples_per_n, seed, EVAL_STREAM_FINAL,
-                                  vocab, max_mistakes, first_hop)
+                                  vocab, max_mistakes, first_hop, progress)
     return {**summarize(acc, task, samples_per_n), **({"queries": "first-hop"} if first_hop else {}),
             "mistakes": mistakes}
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matplotlib.ticker import MaxNLocator
+
 from lab.report import plt, save_figure
 
 
@@ -18,6 +20,7 @@ def plot_accuracy_by_n(curves: dict[str, dict], path: str | Path, title: str = "
         ax.axvline(id_hi + 0.5, color="grey", ls="--", lw=1)
         ax.text(id_hi + 0.7, 0.02, "out of distribution ->", color="grey", fontsize=8)
     ax.set_xlabel("N (objects in the context)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # N is a count: no half-integer ticks
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)

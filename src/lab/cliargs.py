@@ -117,3 +117,29 @@ def in_file(text: str) -> str:
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; a file is wanted")
     return text
+
+
+def int_range(least: int = 1) -> Callable[[str], tuple[int, int]]:
+    """LO,HI: two integers, least <= LO <= HI."""
+    def parse_range(text: str) -> tuple[int, int]:
+        try:
+            lo, hi = (int(t) for t in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected LO,HI (two integers), got {text!r}") from None
+        if not least <= lo <= hi:
+            raise argparse.ArgumentTypeError(f"expected {least} <= LO <= HI, got {text!r}")
+        return lo, hi
+
+    parse_range.__name__ = "int_range"
+    return parse_range
+
+
+def torch_device(text: str) -> str:
+    """A torch device name: cpu, cuda, cuda:1, mps, ..."""
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    return text

@@ -18,4 +18,4 @@ def check_finite(loss: float, grad_norm: float, where: str, kept: str) -> None:
         return
     raise Diverged(f"training diverged at {where} (loss {loss}, gradient norm {grad_norm}); {kept}. "
                    f"Rerunning would diverge again at the same point: change the config (e.g. a lower "
-                   f"learning rate, or gradient clipping) and use a new --out")
+                   f"learning rate) and use a new --out")

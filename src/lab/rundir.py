@@ -88,6 +88,7 @@ def held(run_dir: str | os.PathLike):
     lock left by a killed process is simply taken over (no stale-lock cleanup). The file keeps the
     holder's pid and host for the message."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     f = open(run_dir / ".lock", "a+")
     try:
@@ -105,5 +106,8 @@ def held(run_dir: str | os.PathLike):
         f.flush()
         yield
     finally:
+        if created and [p.name for p in run_dir.iterdir()] == [".lock"]:   # refused before writing: leave no trace
+            (run_dir / ".lock").unlink()
+            run_dir.rmdir()
         fcntl.flock(f, fcntl.LOCK_UN)
         f.close()

@@ -122,7 +122,7 @@ def _pattern_table(runs: dict[str, list[dict]], methods: list[str], first: dict)
 
 
 def _expected_figure(arch: str, runs: dict[str, list[dict]], methods: list[str], fig_dir: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(7.5, 4))
     for m in methods:
         ms = [mean_sd([r["expected_accuracy"][s] for r in runs[m]]) for s in SETTINGS]
         ax.errorbar(range(len(SETTINGS)), [100 * a for a, _ in ms], yerr=[100 * b for _, b in ms],
@@ -130,7 +130,7 @@ def _expected_figure(arch: str, runs: dict[str, list[dict]], methods: list[str],
     ax.set_xticks(range(len(SETTINGS)), SETTINGS)
     ax.set_ylabel("expected accuracy (%)")
     ax.set_title(f"{arch}: expected accuracy by reliability setting")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)   # beside the lines, never over them
     return save_figure(fig, fig_dir / f"{arch}_expected_accuracy.png")
 
 

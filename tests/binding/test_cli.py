@@ -50,9 +50,9 @@ def test_train_then_evaluate_writes_the_results_schema(tmp_path):
      "train.queries_per_example must be >= 1"),
     (["curriculum", "--preset", "smoke", "--regime", "noise-text", "--out", "X", "train.queries_per_example=2"],
      "train.queries_per_example applies to `binding train` only"),
-    (["evaluate", "--run", "no/such/run"], "run config not found"),
+    (["evaluate", "--run", "no/such/run"], "--run: no/such/run not found"),
     (["sample", "--preset", "smoke", "--n", "50"], "larger than the vocabularies"),
-    (["reproduce", "--preset", "smoke", "--out", "X", "--first-seed", "-1"], "--first-seed must be >= 0"),
+    (["reproduce", "--preset", "smoke", "--out", "X", "--first-seed", "-1"], "--first-seed: expected an integer >= 0"),
 ])
 def test_bad_input_gets_one_clear_message_and_no_traceback(args, message, tmp_path):
     args = [str(tmp_path / a) if a == "X" else a for a in args]
@@ -97,3 +97,53 @@ def test_reproduce_adds_seeds_from_first_seed(tmp_path):
     assert (tmp_path / "seed2" / "text" / "results.json").stat().st_mtime_ns == stamp
     mech = json.loads((tmp_path / "seed2" / "text-only" / "mechanism" / "mechanism.json").read_text())
     assert mech["run"] == str(tmp_path / "seed2" / "text")
+
+
+def _strict_rows(path):
+    """metrics.jsonl rows, failing on NaN/Infinity (what strict JSON readers refuse)."""
+    return [json.loads(line, parse_constant=lambda c: pytest.fail(f"{path} holds {c}"))
+            for line in path.read_text().splitlines()]
+
+
+def test_a_diverging_run_stops_with_one_message_and_strict_json(tmp_path):
+    run = tmp_path / "run"
+    out = binding("train", "--preset", "smoke", "--out", str(run), "--quiet", "train.lr=1e9")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert "training diverged at step" in line and "use a new --out" in line
+    assert not (run / "results.json").exists()       # nothing non-finite is written as a result
+    _strict_rows(run / "metrics.jsonl")
+
+
+def test_a_second_train_in_the_same_folder_is_refused_and_the_first_goes_on(tmp_path):
+    from lab.rundir import held
+
+    run = tmp_path / "run"
+    with held(run):   # another process is writing the folder
+        out = binding("train", "--preset", "smoke", "--out", str(run), "--quiet")
+    assert out.returncode == 2 and "is being written by pid" in out.stderr
+    assert not (run / "metrics.jsonl").exists()
+    out = binding("train", "--preset", "smoke", "--out", str(run), "--quiet")   # once it is free
+    assert out.returncode == 0, out.stderr
+    steps = [r["step"] for r in _strict_rows(run / "metrics.jsonl")]
+    assert steps == sorted(set(steps))   # each evaluation logged once
+
+
+def test_a_finished_run_with_a_damaged_checkpoint_says_what_to_do(tmp_path):
+    run = tmp_path / "run"
+    assert binding("train", "--preset", "smoke", "--out", str(run), "--quiet").returncode == 0
+    ckpt = run / "checkpoint.safetensors"
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    for args in (["train", "--preset", "smoke", "--out", str(run), "--quiet"], ["evaluate", "--run", str(run)]):
+        out = binding(*args)
+        assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+        assert "does not match its sidecar" in out.stderr and "rerun with a new --out, or delete" in out.stderr
+    assert (run / "results.json").exists()   # nothing lost
+
+
+def test_render_samples_refuses_an_impossible_range_naming_the_flags(tmp_path):
+    out = binding("render-samples", "--out", str(tmp_path / "g.png"), "--n-min", "5", "--n-max", "2")
+    assert out.returncode == 2 and "--n-min 5 is larger than --n-max 2" in out.stderr
+    out = binding("render-samples", "--out", str(tmp_path / "g.png"), "--n-max", "500")
+    assert out.returncode == 2 and "--n-max 500: at most" in out.stderr
+    assert not (tmp_path / "g.png").exists()

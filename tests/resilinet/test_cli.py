@@ -27,12 +27,12 @@ def test_every_subcommand_has_help(command, capsys):
 @pytest.mark.parametrize("argv,message", [
     (["train", "--out", "X", "model.methd=resilinet"], "unknown config field 'model.methd'"),
     (["train", "--out", "X", "model.method=magic"], "is not one of"),
-    (["train", "--out", "X", "--preset", "gpu"], "unknown preset 'gpu'"),
+    (["train", "--out", "X", "--preset", "gpu"], "argument --preset: invalid choice: 'gpu'"),
     (["train", "--out", "X", "train.epochs=many"], "train.epochs: expected int"),
     (["train", "--out", "X", "train.epochs=0"], "train.epochs must be >= 1"),
     (["train", "--out", "X", "model.arch=vgg"], "model.arch: 'vgg' is not one of"),
     (["train", "--out", "X", "noequals"], "not of the form section.field=value"),
-    (["evaluate", "--run", "/nonexistent/run", "--out", "e.json"], "run directory not found"),
+    (["evaluate", "--run", "/nonexistent/run", "--out", "e.json"], "--run: /nonexistent/run not found"),
     (["train", "--out", "X", "--preset", "paper"], "needs data.root=DIR"),
     (["train", "--out", "X", "data.name=fashion-mnist", "data.root=/nonexistent"], "/nonexistent"),
     (["reproduce", "--out", "X", "--seeds", "a,b"], "--seeds"),
@@ -52,6 +52,24 @@ def test_bad_skip_name_and_cnn_partition_2_are_clear_errors(tmp_path, capsys):
     assert "skip hyperconnection" in capsys.readouterr().err
     assert main(["train", "--out", str(tmp_path / "b"), "model.arch=resnet18", "model.partition=2", *TINY]) == 2
     assert "Health MLP only" in capsys.readouterr().err
+
+
+def test_a_diverging_run_stops_with_one_message_and_no_results(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--quiet", *TINY, "train.lr=1e30"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "training diverged at epoch 1" in err and "use a new --out" in err
+    assert not (run / "results.json").exists() and not (run / "checkpoint.safetensors").exists()
+
+
+def test_a_second_train_in_the_same_folder_is_refused(tmp_path, capsys):
+    from lab.rundir import held
+
+    run = tmp_path / "run"
+    with held(run):
+        assert main(["train", "--out", str(run), "--quiet", *TINY]) == 2
+    assert "is being written by pid" in capsys.readouterr().err
+    assert not (run / "config.json").exists()
 
 
 def test_evaluate_rejects_a_directory_that_is_not_a_run(tmp_path, capsys):

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lab import config as cfglib
 from lab.errors import UserError
@@ -29,7 +30,8 @@ from .plots import plot_knockout, plot_outcomes, plot_probes
 from .probes import probes
 
 
-def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = None) -> dict:
+def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = None, progress: bool = False) -> dict:
+    """progress: a bar over the three analyses (interventions, knockout, probes)."""
     run_dir, out = Path(run_dir), Path(out)
     acfg = acfg or AnalyzeConfig()
     if not is_trained(run_dir):
@@ -37,14 +39,22 @@ def analyze(run_dir: str | Path, out: str | Path, acfg: AnalyzeConfig | None = N
     model, cfg, run_seed = load_trained(run_dir)
     n_range = analysis_n_range(cfg, acfg)
 
+    bar = tqdm(total=3, desc="analyze", unit="analysis", disable=not progress, dynamic_ncols=True)
+    bar.set_postfix_str(f"interchange interventions, {acfg.n_pairs} pairs")
     pairs = make_pairs(cfg.task, acfg.n_pairs, acfg.seed, n_range)
     points = [f"blocks.{l}.hook_{acfg.point}" for l in range(cfg.model.n_layers)]
     sw = sweep(model, pairs, points, acfg.position)
     props = sw.proportions()
     peak, ratio = peak_and_ratio(props)
     samples = analysis_samples(cfg.task, acfg, n_range)
+    bar.update(1)
+    bar.set_postfix_str("attention knockout")
     knock = knockout(model, samples["knockout"])
+    bar.update(1)
+    bar.set_postfix_str("linear probes")
     pr = probes(model, samples["probes"], acfg.seed)
+    bar.update(1)
+    bar.close()
 
     result = {
         "run": str(run_dir), "run_seed": run_seed, "git_commit": git_commit(), "analyze": cfglib.to_dict(acfg),
