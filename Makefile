@@ -1,11 +1,12 @@
-# Two entry points: `make demo` and `make test`. Both create .venv on a fresh machine.
+# Two entry points: `make demo` and `make test`. Both create .venv on a fresh machine; `make install`
+# does only that (and, as root, the Debian dataset and chromium).
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= runs/demo
 
-.PHONY: demo test test-fast data browser clean
+.PHONY: install demo test test-fast data browser clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -25,6 +26,8 @@ browser:
 	@if ! command -v chromium >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) || echo "note: could not install chromium; the explorer's browser tests are skipped"; \
 	  else echo "note: not root; install chromium to run the explorer's browser tests"; fi; fi
+
+install: $(STAMP) data browser
 
 demo: $(STAMP) data
 	$(BIN)/binding reproduce --preset cpu --out $(DEMO)/binding

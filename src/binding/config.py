@@ -344,6 +344,7 @@ def _preset_smoke() -> BindingConfig:
                                     render=RenderConfig(canvas_px=32, cell_px=8, sprite_px=8, patch_px=8,
                                                         n_colors=12, n_shapes=12),
                                     encoder=EncoderConfig(kind="linear"), encoder_pretrain_steps=20),
+        analyze=AnalyzeConfig(n_pairs=100, knockout_samples=100, probe_samples=400),
     )
 
 
