@@ -172,6 +172,8 @@ def ratio_text(ratio: float | None, shares: dict[str, float], n_pairs: int | Non
     pair is positional: then the counts (or shares) say why, e.g. "990 : 0 pairs, no positional"."""
     if ratio is not None:
         return f"{ratio:.2f}"
+    if n_pairs == 0:
+        return "no pair counted"
     sym = shares.get("symbolic") or 0.0
     if n_pairs:
         return f"{round(sym * n_pairs)} : 0 pairs, {'no positional' if sym else 'neither'}"

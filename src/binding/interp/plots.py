@@ -30,13 +30,21 @@ def plot_outcomes(proportions: list[dict[str, float]], path: str | Path, title: 
     return save_figure(fig, path)
 
 
-def plot_regimes(by_regime: dict[str, list[dict[str, float]]], path: str | Path) -> Path:
-    """One panel per regime, side by side (the regimes' mean proportions per layer)."""
+def plot_regimes(by_regime: dict[str, list[dict[str, float]]], path: str | Path, per_row: int = 4) -> Path:
+    """One panel per regime, `per_row` to a row (the regimes' mean proportions per layer). A panel
+    with no pair (the model answers no pair correctly on both sides) says so instead of staying blank."""
     k = len(by_regime)
-    fig, axes = plt.subplots(1, k, figsize=(2.6 * k + 1.2, 3.4), sharey=True, squeeze=False)
-    for ax, (name, props) in zip(axes[0], by_regime.items()):
+    rows, cols = -(-k // per_row), min(k, per_row)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols + 1.2, 3.0 * rows + 0.4), sharey=True, squeeze=False)
+    for ax, (name, props) in zip(axes.flat, by_regime.items()):
         _stacked(ax, props, [str(i) for i in range(len(props))], name)
-    axes[0][0].set_ylabel("share of pairs")
+        if not any(sum(p.values()) for p in props):
+            ax.text(0.5, 0.5, "no pair counted\n(none answered right\non both sides)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=8, color="grey")
+    for ax in list(axes.flat)[k:]:
+        ax.axis("off")
+    for row in axes:
+        row[0].set_ylabel("share of pairs")
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return save_figure(fig, path)
 

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from binding.cli import main as binding_main
 from binding.config import preset
 from binding.interp.counterfactual import OUTCOMES, STRATEGIES, classify, make_pairs
-from binding.interp.interventions import naive_sweep, patched_logits, peak_and_ratio, resid_points, sweep
+from binding.interp.interventions import (naive_sweep, patched_logits, peak_and_ratio, ratio_text, resid_points,
+                                          sweep)
 from binding.interp.knockout import knocked_out_predictions, knockout
 from binding.task import TaskConfig, Vocab, sample_batch
 from binding.run import build_model
@@ -131,6 +132,14 @@ def test_peak_layer_and_ratio():
              {**zero, "reflexive": 1.0}]
     assert peak_and_ratio(props) == (1, 0.5)
     assert peak_and_ratio([{**zero, "symbolic": 0.5}]) == (0, None)
+
+
+def test_an_undefined_ratio_reads_the_same_everywhere_with_its_counts():
+    # every report and console line uses ratio_text: no "inf", no "None", no "undefined"
+    assert ratio_text(1.5, {"symbolic": 0.6, "positional": 0.4}, 1000) == "1.50"
+    assert ratio_text(None, {"symbolic": 0.99, "positional": 0.0}, 1000) == "990 : 0 pairs, no positional"
+    assert ratio_text(None, {"symbolic": 0.0, "positional": 0.0}, 1000) == "0 : 0 pairs, neither"
+    assert ratio_text(None, {"symbolic": 0.0, "positional": 0.0}, 0) == "no pair counted"
 
 
 def test_knockout_of_nothing_changes_nothing_and_of_everything_changes_predictions():
