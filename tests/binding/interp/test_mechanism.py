@@ -188,6 +188,10 @@ def test_analyze_writes_mechanism_json_figures_and_summary(smoke_run, tmp_path, 
 
 def test_analyze_errors_are_one_line(tmp_path, capsys):
     assert _run(["analyze", "--run", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "argument --run:" in err and "missing not found" in err
+    (tmp_path / "empty").mkdir()
+    assert _run(["analyze", "--run", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
     assert "is not a trained run" in capsys.readouterr().err
 
 
