@@ -224,7 +224,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, model, seed = load_run(args.run)
     splits = load_splits(cfg, seed)
     t0 = time.time()
-    ev = evaluate_model(model, splits, cfg.train.eval_batch_size, args.split, args.mc_draws, args.mc_seed)
+    ev = evaluate_model(model, splits, cfg.train.eval_batch_size, args.split, args.mc_draws, args.mc_seed,
+                        progress=True)
     ev.update({"run": str(args.run), "method": cfg.model.method, "arch": cfg.model.arch, "seed": seed,
                "seconds": round(time.time() - t0, 3)})
     atomic_write_json(args.out, ev)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import torch
+from tqdm import tqdm
 
 from .models import PartitionedModel
 from .topology import (ANALYTIC_P_NO_PATH, INPUT, LOGITS, AliveMask, alive_columns, pattern_indices,
@@ -88,9 +89,11 @@ def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int) -> Iterator[tupl
 
 @torch.no_grad()
 def exact_pattern_accuracies(model: PartitionedModel, x: torch.Tensor, y: torch.Tensor, guess_accuracy: float,
-                             batch_size: int = 1024, counts: dict[str, int] | None = None) -> list[PatternResult]:
+                             batch_size: int = 1024, counts: dict[str, int] | None = None,
+                             progress: bool = False) -> list[PatternResult]:
     """Accuracy on (x [N, ...], y [N]) under each of the 2^n patterns, with memoised node outputs.
-    `counts` (optional) receives the number of body evaluations per node, summed over batches."""
+    `counts` (optional) receives the number of body evaluations per node, summed over batches;
+    progress: a bar over the batches."""
     model.eval()
     topo = model.topology
     masks = [AliveMask.from_pattern(topo, a) for a in topo.patterns()]
@@ -99,7 +102,9 @@ def exact_pattern_accuracies(model: PartitionedModel, x: torch.Tensor, y: torch.
     sigs = [signature(model, topo.cloud, m) if m.connected else None for m in masks]
     correct = [0] * len(patterns)
     counts = {} if counts is None else counts
-    for xb, yb in _batches(x, y, batch_size):
+    bar = tqdm(_batches(x, y, batch_size), total=math.ceil(len(y) / batch_size), disable=not progress,
+               desc=f"evaluate {len(patterns)} patterns", unit="batch", leave=False, dynamic_ncols=True)
+    for xb, yb in bar:
         cache = _NodeCache(model, xb, counts)
         hits: dict[Signature, int] = {}
         for i, sig in enumerate(sigs):
@@ -180,14 +185,14 @@ def monte_carlo_accuracy(model: PartitionedModel, x: torch.Tensor, y: torch.Tens
 
 
 def evaluate_model(model: PartitionedModel, splits, eval_batch_size: int = 1024, split: str = "test",
-                   mc_draws: int = 0, seed: int = 0) -> dict:
+                   mc_draws: int = 0, seed: int = 0, progress: bool = False) -> dict:
     """Everything `resilinet evaluate` writes: per-pattern table, expected accuracy per
     reliability setting, P(no path), analytic brackets and their checks (optionally Monte-Carlo)."""
     x, y = getattr(splits, f"x_{split}"), getattr(splits, f"y_{split}")
     topo = model.topology
     guess = splits.guess_accuracy()  # sum_c p_c^2 of the TRAINING label prior
     counts: dict[str, int] = {}
-    results = exact_pattern_accuracies(model, x, y, guess, eval_batch_size, counts)
+    results = exact_pattern_accuracies(model, x, y, guess, eval_batch_size, counts, progress)
     clean = results[0].accuracy  # patterns() yields all-alive first
     settings = topo.settings()
     out = {
