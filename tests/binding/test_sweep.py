@@ -121,3 +121,17 @@ def test_report_only_summarises_unfinished_runs(tmp_path):
     plain = next(r for r in runs if r["recipe"] == "plain")
     assert plain["started"] and not plain["finished"] and plain["steps"] == 20
     assert "Not started yet: next-token seed 0" in (out / "summary.md").read_text()
+    assert (out / "id_accuracy.png").exists() and (out / "diagnostics.png").exists()
+
+
+def test_the_trend_extrapolates_only_a_slope_clearly_above_noise():
+    from binding.sweep_report import trend
+
+    rising = [(s, 0.25 + 0.01 * s / 1000) for s in range(500, 20001, 500)]   # +0.1 per 10k steps
+    t = trend(rising)
+    assert t["slope_per_10k"] == pytest.approx(0.1) and t["slope_se"] == pytest.approx(0.0, abs=1e-9)
+    assert t["extrapolated_step_to_0.99"] == pytest.approx(20000 + (0.99 - 0.45) / 0.1 * 1e4, abs=1)
+    flat = [(s, 0.245 + (0.01 if (s // 500) % 2 else -0.01)) for s in range(500, 20001, 500)]   # noise only
+    t = trend(flat)
+    assert abs(t["slope_per_10k"]) < 2 * t["slope_se"] and t["extrapolated_step_to_0.99"] is None
+    assert trend(rising[:5])["slope_per_10k"] is None   # too few evaluations to say
