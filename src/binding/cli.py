@@ -169,6 +169,11 @@ def cmd_combine(args: argparse.Namespace) -> None:
     print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
 
 
+def _paper(percent: float | None) -> str:
+    """The paper's figure (a percentage in the spec) on our scale, a fraction."""
+    return "-" if percent is None else f"{percent / 100:.3f}"
+
+
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from .reproduce import reproduce
 
@@ -178,7 +183,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                       ray=args.ray, address=args.address)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
-              f"ID {e['id_accuracy_mean']:.4f}  (paper {e['paper_ood_accuracy'] or '-'})")
+              f"ID {e['id_accuracy_mean']:.4f}  (paper's OOD {_paper(e['paper_ood_accuracy'])})")
     print(f"-> {Path(args.out) / 'table.json'}, {Path(args.out) / 'report.md'}")
 
 

@@ -49,6 +49,8 @@ def analyze_regimes(out: Path, table: list[dict], acfg: AnalyzeConfig | None = N
             "regime": e["regime"], "seeds": e["seeds"], "layers": layers, "proportions_by_layer": mean_props,
             "peak_layer": peak, "symbolic_positional_ratio": ratio,
             "ratio_by_seed": [r["symbolic_positional_ratio"] for r in per_seed],
+            "ratio_text_by_seed": [ratio_text(r["symbolic_positional_ratio"], r["proportions_by_layer"][r["peak_layer"]],
+                                              r["n_pairs"]) for r in per_seed],
             "peak_layer_by_seed": [r["peak_layer"] for r in per_seed],
             "n_pairs": [r["n_pairs"] for r in per_seed],
             "knockout_drop_mean": {g: [mean_sd([r["knockout"]["drop_by_layer"][g][l] for r in per_seed])[0]
@@ -71,8 +73,8 @@ def report_section(entries: list[dict]) -> str:
         per_layer = " / ".join(f"{q['positional']:.2f}:{q['symbolic']:.2f}:{q['reflexive']:.2f}" for q in p)
         shape = x["probe_accuracy_mean"].get("shape", [])
         slot = x["probe_accuracy_mean"].get("slot", [])
-        rows.append([x["regime"], x["peak_layer"], ratio_text(x["symbolic_positional_ratio"], peak),
-                     ", ".join(f"{r:.2f}" if r is not None else "no positional" for r in x["ratio_by_seed"]), per_layer,
+        rows.append([x["regime"], x["peak_layer"], ratio_text(x["symbolic_positional_ratio"], peak, sum(x["n_pairs"])),
+                     ", ".join(x["ratio_text_by_seed"]), per_layer,
                      " / ".join(f"{a:.2f}" for a in shape), " / ".join(f"{a:.2f}" for a in slot)])
     return ("## Mechanism (interchange interventions at the query, text inputs)\n\n"
             "Per layer `positional:symbolic:reflexive` shares of the pairs (the rest: no effect / other); "
