@@ -21,6 +21,7 @@ def test_train_then_evaluate_writes_the_results_schema(tmp_path):
     assert binding("train", "--preset", "smoke", "--out", str(run), "--seed", "2", "--quiet").returncode == 0
     out = binding("evaluate", "--run", str(run), "--out", str(tmp_path / "e.json"), "--samples", "32")
     assert out.returncode == 0, out.stderr
+    assert "evaluate: 100%" in out.stderr   # a progress bar over N while it works
     result = json.loads((tmp_path / "e.json").read_text())
     assert set(result["accuracy_by_n"]) == {"2", "3", "4", "5", "6"}
     assert result["samples_per_n"] == 32 and result["ood_range"] == [5, 6]
@@ -147,3 +148,14 @@ def test_render_samples_refuses_an_impossible_range_naming_the_flags(tmp_path):
     out = binding("render-samples", "--out", str(tmp_path / "g.png"), "--n-max", "500")
     assert out.returncode == 2 and "--n-max 500: at most" in out.stderr
     assert not (tmp_path / "g.png").exists()
+
+
+def test_accuracy_by_n_has_whole_number_ticks(tmp_path, monkeypatch):
+    from binding import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig) or path)
+    plots.plot_accuracy_by_n({"run": {"accuracy_by_n": {"2": 1.0, "3": 0.9, "4": 0.5}, "id_range": [2, 3]}},
+                             tmp_path / "a.png")
+    ticks = figures[0].axes[0].get_xticks()
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)

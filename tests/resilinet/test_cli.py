@@ -142,3 +142,25 @@ def test_cnn_training_with_per_sample_failout_and_augmentation(tmp_path):
     assert main(argv) == 0
     res = json.loads((run / "results.json").read_text())
     assert res["nodes"] == ["f", "e"] and res["checks"]["inside_brackets"]
+
+
+def test_the_smoke_preset_trains_in_one_epoch_on_a_few_hundred_examples(tmp_path, capsys):
+    cfg = make_config("smoke")
+    assert cfg.train.epochs == 1 and cfg.data.limit <= 600
+    assert make_config("smoke", ["model.arch=resnet18"]).data.limit <= 300
+    assert main(["train", "--preset", "smoke", "--out", str(tmp_path / "r"), "--quiet", "data.name=digits"]) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["best_epoch"] == 1
+
+
+def test_the_expected_accuracy_legend_stands_beside_the_lines(tmp_path, monkeypatch):
+    from resilinet import report
+
+    figures = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: figures.append(fig) or path)
+    run = {"expected_accuracy": dict.fromkeys(report.SETTINGS, 0.5)}
+    report._expected_figure("mlp", {"vanilla": [run]}, ["vanilla"], tmp_path)
+    fig = figures[0]
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.x0 >= ax.get_window_extent().x1 - 1   # outside the plot area: it covers no line
