@@ -13,6 +13,8 @@ started with every role's count (`role_resources`).
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 
 from lab.ray_local import (LOOPBACK, LOOPBACK_ENV, alive_pids, cluster_pids, descendants,
                            external_sockets, init_local, is_loopback, listening_sockets, loopback_env, ray,
@@ -80,8 +82,14 @@ def start_local_cluster(topology: Topology, num_cpus: int = 2, address: str | No
     deployments' worth), or connect to an existing cluster at `address` ("127.0.0.1:6379") whose
     machines carry the roles."""
     quiet_expected_deaths()
+    # ray.init installs a SIGTERM handler that dumps a C++ stack trace and exits at once; keep the
+    # caller's (`resilinet serve` / `chaos` stop their node processes and the cluster on SIGTERM).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
     init_local(num_cpus, address, resources={k: v * copies for k, v in role_resources(topology).items()},
                _system_config=SYSTEM_CONFIG)
+    if main and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_cluster() -> None:

@@ -17,8 +17,13 @@ Node figures are read from the supervisor when scraped (a collector), not copied
 """
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, disable_created_metrics,
+                               generate_latest)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+# No `*_created` series (a gauge per counter with its creation time): they double the text for
+# nothing a scraper of this service needs. This is prometheus_client's process-wide switch.
+disable_created_metrics()
 
 STATES = ("starting", "up", "down", "hung")
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
