@@ -110,6 +110,14 @@ class HeadlessPage:
             raise RuntimeError(f"{expression!r} threw: {res['exceptionDetails'].get('exception', {}).get('description')}")
         return res["result"].get("value")
 
+    def screenshot(self, path: str | Path) -> Path:
+        """A PNG of the page as it is now (the window's size)."""
+        import base64
+
+        data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
+        Path(path).write_bytes(base64.b64decode(data))
+        return Path(path)
+
     def wait_for(self, expression: str, timeout_s: float | None = None) -> None:
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
         # false, not an exception, while the page is still loading (no document.body yet)
