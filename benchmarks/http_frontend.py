@@ -37,7 +37,7 @@ class StubRouter:
 
     def __init__(self, route_s: float = 0.002):
         self.route_s = route_s
-        self.cfg = types.SimpleNamespace(hop_deadline_s=0.5)
+        self.cfg = types.SimpleNamespace(hop_deadline_s=0.5, hop_deadline_max_s=0.5)
         self.supervisor = types.SimpleNamespace(status=dict)
         self.queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._loop, daemon=True).start()

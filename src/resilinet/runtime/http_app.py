@@ -44,12 +44,17 @@ class HttpError(Exception):
 def bind(host: str, port: int) -> socket.socket:
     """The listening socket (port 0: any free one), or one clear error when the port is taken."""
     try:
-        return socket.create_server((host, port), backlog=128)
+        sock = socket.create_server((host, port), backlog=128)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise UserError(f"port {port} on {host} is already in use (another `resilinet serve`?); "
                             f"pick another with --port, or --port 0 for any free one") from None
         raise UserError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    # Accepted connections inherit TCP_NODELAY from the listening socket. Without it uvicorn's two
+    # writes per answer (headers, then body) wait on the client's delayed ACK: measured 44 ms per
+    # request instead of 0.3 ms on loopback (uvicorn sets it only on sockets it binds itself).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
