@@ -67,12 +67,13 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     if length is not None and int(length) > max_bytes:
         raise HttpError(413, f"body of {int(length)} bytes exceeds the limit of {max_bytes} bytes; "
                              f"send smaller batches", close=True)
-    body = bytearray()
+    chunks, size = [], 0
     async for chunk in request.stream():
-        body += chunk
-        if len(body) > max_bytes:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > max_bytes:
             raise HttpError(413, too_big, close=True)
-    return bytes(body)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)   # one chunk (the usual case): no copy
 
 
 def error(status: int, message: str, close: bool = False, headers: dict | None = None) -> JSONResponse:
