@@ -6,10 +6,13 @@ run on one service (the mode is switched between rows; the adaptive history star
     .venv/bin/python benchmarks/deadlines.py --run runs/rt-mlp --clients 16,32 --seconds 10 --reps 2 --failovers 2
 
 False deaths: nothing is killed or hung, so every answer that counts a node dead is wrong. C client
-processes post raw float32 batches of --batch to the HTTP endpoint back to back for --seconds (the
-load of the issue: 16 and 32 clients); the row gives the share of answers with a node counted dead
+processes post batches of --batch (JSON, or raw float32 with --body binary) to the HTTP endpoint
+back to back for --seconds (the load of the issue: 16 and 32 clients); the row gives the share of answers with a node counted dead
 and the hops routed around each node for a missed deadline (a routed batch merges concurrent
-requests). Failover: one client sends batch-1 requests through the router; e (edge) or f2 (fog)
+requests). `--slow f2:0.7:0.3` makes f2 a slow node, not a dead one: its process is stopped for
+0.7 s and runs for 0.3 s, over and over (SIGSTOP / SIGCONT), so it answers every hop within ~0.7 s
+and every health check well inside its 1 s deadline, like a node that gets the CPU in bursts;
+with a fixed 0.5 s deadline the hops that arrive early in a pause miss it. Failover: one client sends batch-1 requests through the router; e (edge) or f2 (fog)
 is SIGKILLed or SIGSTOPped; the time from the signal to the first answer that routes around it,
 beside the node's deadline at the signal (goal: within it + 100 ms).
 """
@@ -17,7 +20,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -38,6 +44,34 @@ def set_mode(sup, base_cfg, mode: str) -> None:
             s.deadline = HopDeadline.from_config(cfg)
 
 
+class SlowNode:
+    """While in the block, the node's process is stopped for stop_s and runs for run_s, repeatedly."""
+
+    def __init__(self, sup, spec: str | None):
+        self.sup, self.spec = sup, spec
+        self.stop = threading.Event()
+
+    def __enter__(self) -> "SlowNode":
+        if self.spec:
+            node, stop_s, run_s = self.spec.split(":")
+            self.thread = threading.Thread(target=self._cycle, args=(node, float(stop_s), float(run_s)), daemon=True)
+            self.thread.start()
+        return self
+
+    def _cycle(self, node: str, stop_s: float, run_s: float) -> None:
+        while not self.stop.is_set():
+            pid = self.sup.nodes[node].pid
+            os.kill(pid, signal.SIGSTOP)
+            time.sleep(stop_s)
+            os.kill(pid, signal.SIGCONT)
+            self.stop.wait(run_s)
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        if self.spec:
+            self.thread.join()
+
+
 def false_deaths(service, x, args, base_cfg) -> list[dict]:
     sup, rows = service.router.supervisor, []
     for rep in range(args.reps):
@@ -45,9 +79,11 @@ def false_deaths(service, x, args, base_cfg) -> list[dict]:
             for mode in (("fixed", "adaptive") if (rep + c) % 2 else ("adaptive", "fixed")):
                 set_mode(sup, base_cfg, mode)
                 before = {n: s["routed_around"]["deadline"] for n, s in sup.status().items()}
-                r = bench_http(service.address, x, args.batch, c, args.seconds, binary=True)
+                with SlowNode(sup, args.slow):
+                    r = bench_http(service.address, x, args.batch, c, args.seconds, binary=args.body == "binary")
                 after = sup.status()
-                rows.append({"mode": mode, "rep": rep, "clients": c, "batch": args.batch,
+                rows.append({"mode": mode, "rep": rep, "clients": c, "batch": args.batch, "body": args.body,
+                             "slow": args.slow, "restarts": {n: s["restarts"] for n, s in after.items()},
                              "answers": r["answers"], "answers_with_a_dead_node": r["answers_with_a_dead_node"],
                              "share_wrongly_dead": r["answers_with_a_dead_node"] / max(1, r["answers"]),
                              "deadline_misses": {n: after[n]["routed_around"]["deadline"] - before[n] for n in before},
@@ -101,8 +137,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="runs/deadlines_bench.json")
     ap.add_argument("--clients", default="16,32")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--body", choices=("json", "binary"), default="json",
+                    help="request bodies: JSON numbers (as a new user sends them; parsing them loads the service "
+                         "process) or raw float32")
     ap.add_argument("--seconds", type=float, default=10.0, help="per false-death row")
     ap.add_argument("--reps", type=int, default=2)
+    ap.add_argument("--slow", default=None, metavar="NODE:STOP_S:RUN_S",
+                    help="make NODE slow during the false-death rows (e.g. f2:0.7:0.3)")
     ap.add_argument("--failovers", type=int, default=2, help="repeats per node x signal x mode")
     args = ap.parse_args(argv)
 

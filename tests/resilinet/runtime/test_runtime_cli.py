@@ -178,4 +178,6 @@ def test_config_lists_the_runtime_section_with_its_help(capsys):
     out = capsys.readouterr().out
     row = next(line for line in out.splitlines() if line.startswith("runtime.hop_deadline_s"))
     assert "0.5" in row and "dead for the request" in row
+    for field in ("hop_deadline_max_s", "hop_deadline_quantile", "hop_deadline_factor", "hop_deadline_window"):
+        assert any(line.startswith(f"runtime.{field}") for line in out.splitlines()), field
     assert any(line.startswith("model.method") for line in out.splitlines())
