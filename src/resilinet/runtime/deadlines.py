@@ -8,9 +8,11 @@ suspicion level from each node's observed latency instead. Here:
     deadline_s = clamp(factor * quantile_q(the node's last `window` hop latencies), floor, ceiling)
 
 with `RuntimeConfig.hop_deadline_s` the floor (a node with no history gets it), and
-`hop_deadline_max_s` the ceiling (so a hung node is always given up on). Only hops that were
-answered are observed: a missed deadline is not a latency (recording it would raise the
-deadline of a hung node while it hangs). The router adds one rule on top (router.py,
+`hop_deadline_max_s` the ceiling (so a hung node is always given up on). Observed are the hops
+that were answered and the supervisor's health checks answered inside their own deadline
+(`health_deadline_s`): a missed deadline is not a latency (recording it would raise the deadline
+of a hung node while it hangs), but the hops of a node slower than its deadline are exactly the
+ones cut off, so without the health checks the deadline could never learn how slow it is. The router adds one rule on top (router.py,
 `_wait_hop`): at the deadline, a node that answered something else since the last check (another
 request's hop, a health check) is working through a queue, so its hop is waited for one more
 deadline, up to the ceiling; a hung or dead node answers nothing and is routed around.

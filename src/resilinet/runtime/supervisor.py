@@ -174,6 +174,10 @@ class Supervisor:
                     continue
                 with self.lock:
                     s.pid, s.answered_at = h["pid"], time.perf_counter()
+                    # A check answered late but inside its own deadline is a slow node's latency
+                    # the router cannot see: hops that slow were cut off at the hop deadline.
+                    if h["ok"] and now - sent_at <= self.cfg.health_deadline_s:
+                        s.deadline.observe(now - sent_at)
                     if not h["ok"]:
                         s.last_error = "health forward pass produced non-finite values"
                         self._set(s, "hung")
