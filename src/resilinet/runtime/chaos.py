@@ -18,9 +18,11 @@ from __future__ import annotations
 import collections
 import http.client
 import json
+import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -235,18 +237,33 @@ def _load_and_sabotage(service, plan: ChaosPlan, x: np.ndarray, y: np.ndarray, t
     return events
 
 
+class _AboveTheBar(logging.Handler):
+    """The supervisor's one-line messages (a node died, restarted), printed above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
 def _show_progress(plan: ChaosPlan, tally: _Tally, events: list, progress: bool) -> None:
     """Wait out `plan.duration_s`, with a progress bar of answered / lost requests when asked."""
     end = tally.t0 + plan.duration_s
-    with tqdm(total=round(plan.duration_s), unit="s", desc="chaos", disable=not progress,
-              bar_format="{desc} {bar} {n_fmt}/{total_fmt} s {postfix}") as bar:
-        while (left := end - time.monotonic()) > 0:
-            time.sleep(min(0.5, left))
-            bar.n = round(min(plan.duration_s, time.monotonic() - tally.t0))
-            with tally.lock:
-                counts = f"answered {tally.answered}, lost {tally.lost}, failed {tally.failed}"
-            kinds = collections.Counter(e["event"] for e in list(events))
-            bar.set_postfix_str(f"{counts}; kills {kinds['kill']}, hangs {kinds['hang']}")
+    log, handler = logging.getLogger("resilinet.runtime"), _AboveTheBar()
+    if progress:
+        log.addHandler(handler)
+        log.propagate = False
+    try:
+        with tqdm(total=round(plan.duration_s), disable=not progress, bar_format="chaos {n_fmt}/{total_fmt} s {bar} {desc}",
+                  file=sys.stderr) as bar:
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(0.5, left))
+                bar.n = round(min(plan.duration_s, time.monotonic() - tally.t0))
+                with tally.lock:
+                    counts = f"answered {tally.answered}, lost {tally.lost}, failed {tally.failed}"
+                kinds = collections.Counter(e["event"] for e in list(events))
+                bar.set_description_str(f"{counts}; kills {kinds['kill']}, hangs {kinds['hang']}")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
 
 
 def _recovery(sup) -> dict:

@@ -6,7 +6,7 @@
 
 Top: every answer's latency (log scale), coloured by how many nodes it counted dead. Bottom:
 answers per second, split into "every node alive" and "routed around a node". Kills are red
-lines, hangs orange spans (SIGSTOP to SIGCONT), each labelled with the node.
+lines, hangs blue spans (SIGSTOP to SIGCONT), each labelled with the node.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def plot_timeline(answers: list[tuple[float, float, int]], events: list[dict], p
     bottom.legend(loc="upper right", fontsize=8)
 
     _mark_events(events, plan, (top, bottom))
-    top.set_title(f"chaos: {plan.clients} clients x batch {plan.batch}; red: SIGKILL, orange: SIGSTOP for {plan.hang_s:g} s")
+    top.set_title(f"chaos: {plan.clients} clients x batch {plan.batch}; red line: SIGKILL, blue span: SIGSTOP for {plan.hang_s:g} s")
     bottom.set_xlim(0, plan.duration_s)
     return save_figure(fig, path)
 
@@ -56,7 +56,7 @@ def _mark_events(events: list[dict], plan, axes) -> None:
             end = next((r["t_s"] for r in resumes if r["pid"] == e["pid"] and r["t_s"] >= e["t_s"]),
                        e["t_s"] + plan.hang_s)
             for ax in axes:
-                ax.axvspan(e["t_s"], end, color="#f39c12", alpha=0.25, lw=0)
+                ax.axvspan(e["t_s"], end, color="#3498db", alpha=0.18, lw=0)
         else:
             continue
         axes[0].annotate(e["node"], (e["t_s"], 1), xycoords=("data", "axes fraction"), xytext=(2, -10),
