@@ -303,7 +303,7 @@ def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     return dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_signals() -> None:
     """SIGTERM (and SIGINT, even where a shell started the command with it ignored) end `serve` /
     `chaos` the way Ctrl-C does, a KeyboardInterrupt in the main thread, so every path out of them
     stops the node processes and the Ray cluster they started."""
@@ -319,7 +319,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _runtime_config(args)
     from .runtime.service import start_service, stop_service
 
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         service = start_service(args.run, cfg)   # stops what it started if interrupted
     except KeyboardInterrupt:
@@ -345,7 +345,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     plan = ChaosPlan(args.duration, args.kill_every, args.hang_every, args.hang_s, args.clients, args.batch,
                      args.seed)
     out = Path(args.out) if args.out else Path(args.run) / "chaos"
-    _stop_on_sigterm()
+    _stop_on_signals()
     try:
         report = run_chaos(args.run, out, plan, cfg, progress=not args.quiet)
     except KeyboardInterrupt:

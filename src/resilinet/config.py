@@ -167,7 +167,8 @@ class RuntimeConfig:
         "help": "a node's deadline follows this quantile of its recent hop latencies ..."})
     hop_deadline_factor: float = field(default=3.0, metadata={
         "help": "... times this factor, clamped to [hop_deadline_s, hop_deadline_max_s]"})
-    hop_deadline_window: int = field(default=200, metadata={"help": "recent hop latencies per node the quantile is over"})
+    hop_deadline_window: int = field(default=200, metadata={
+        "help": "how many recent hop latencies (and health checks answered in time) per node the quantile is over"})
     health_interval_s: float = field(default=0.2, metadata={"help": "health-check period"})
     health_deadline_s: float = field(default=1.0, metadata={"help": "a health check overdue this long marks the node hung"})
     hung_restart_s: float = field(default=2.0, metadata={

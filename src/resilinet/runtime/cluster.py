@@ -77,19 +77,21 @@ def quiet_expected_deaths() -> None:
 
 
 def start_local_cluster(topology: Topology, num_cpus: int = 2, address: str | None = None,
-                        copies: int = 1) -> None:
+                        copies: int = 1) -> bool:
     """Start a one-machine Ray cluster on loopback with one role resource per node (`copies`
     deployments' worth), or connect to an existing cluster at `address` ("127.0.0.1:6379") whose
-    machines carry the roles."""
+    machines carry the roles. Returns whether this call started (or connected) Ray: False when
+    this process already had it running."""
     quiet_expected_deaths()
     # ray.init installs a SIGTERM handler that dumps a C++ stack trace and exits at once; keep the
     # caller's (`resilinet serve` / `chaos` stop their node processes and the cluster on SIGTERM).
     main = threading.current_thread() is threading.main_thread()
     previous = signal.getsignal(signal.SIGTERM) if main else None
-    init_local(num_cpus, address, resources={k: v * copies for k, v in role_resources(topology).items()},
-               _system_config=SYSTEM_CONFIG)
+    started = init_local(num_cpus, address, resources={k: v * copies for k, v in role_resources(topology).items()},
+                         _system_config=SYSTEM_CONFIG)
     if main and previous is not None:
         signal.signal(signal.SIGTERM, previous)
+    return started
 
 
 def stop_cluster() -> None:

@@ -8,8 +8,8 @@ consumer's side of every incoming link: a producer delivered if its call finishe
 deadline (from its inputs being there; each node's deadline follows its own measured latency,
 deadlines.py, and is extended while the node is seen answering other work: slow is not dead); it
 is dead for this request if its call failed (process gone) or missed the deadline (hung), and
-then every later hop is cancelled
-and submitted again with that producer's input `None` + alive 0, so `PhysicalNode` applies the
+then every later hop is cancelled and submitted again with that producer's input `None` + alive
+0, so `PhysicalNode` applies the
 method's rule -- ResiliNet's multiplexer takes the skip input, deepFogGuard / ResiliNet+ drop the
 term -- exactly as in the simulation. A node the supervisor already knows is not up is left out
 of the graph from the start (no time is spent waiting on it). Each hop has its own deadline, so a

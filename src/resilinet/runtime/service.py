@@ -207,11 +207,11 @@ def start_service(run_dir: str, cfg: RuntimeConfig | None = None, max_batch: int
     if (warning := host_warning(cfg.host)) is not None:
         print(warning, file=sys.stderr, flush=True)
     sock = bind(cfg.host, cfg.port)
-    router = None
+    router, started = None, False
     try:
         run = load_trained(run_dir)
         topology = run.model.topology
-        start_local_cluster(topology, address=cfg.address)
+        started = start_local_cluster(topology, address=cfg.address)
         if cfg.address is None and external_sockets():
             raise RuntimeError(f"Ray listens on a non-loopback address: {external_sockets()}")
         # the cloud guesses from the training label prior when no path survives
@@ -224,7 +224,8 @@ def start_service(run_dir: str, cfg: RuntimeConfig | None = None, max_batch: int
         sock.close()
         if router is not None:
             router.stop()
-        stop_cluster()
+        if started:   # never a cluster this process was already running (e.g. the tests' own)
+            stop_cluster()
         raise
 
 
