@@ -21,11 +21,11 @@ data:
 	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || echo "note: could not install dataset-fashion-mnist; ResiliNet falls back to scikit-learn digits"; \
 	  else echo "note: not root; install dataset-fashion-mnist for the default ResiliNet data"; fi; fi
 
-# Debian's chromium loads the explorer page in the tests (`binding explore`; skipped without it); best effort when not root.
+# Debian's chromium loads the explorer page and the ResiliNet service's live page in the tests (skipped without it); best effort when not root.
 browser:
 	@if ! command -v chromium >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) || echo "note: could not install chromium; the explorer's browser tests are skipped"; \
-	  else echo "note: not root; install chromium to run the explorer's browser tests"; fi; fi
+	  if [ "$$(id -u)" = 0 ]; then (apt-get update -qq && apt-get install -y -qq chromium) || echo "note: could not install chromium; the browser tests are skipped"; \
+	  else echo "note: not root; install chromium to run the browser tests"; fi; fi
 
 install: $(STAMP) data browser
 

@@ -14,7 +14,7 @@ import argparse
 import statistics
 from pathlib import Path
 
-from binding.explore.headless import HeadlessPage
+from lab.headless import HeadlessPage
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
 from lab.report import md_table

@@ -3,16 +3,15 @@ answers every queued request at once after 2 ms (no Ray, no model), so what is m
 server's own cost: requests/s and server CPU per request for raw float32 batches.
 
     .venv/bin/python benchmarks/http_frontend.py --clients 8,32 --reps 2       # ~1 min
-    # against another version of the service (e.g. the threaded one before the asyncio server):
-    git show d7a3f43:src/resilinet/runtime/service.py > /tmp/service_d7a3f43.py
-    .venv/bin/python benchmarks/http_frontend.py --baseline /tmp/service_d7a3f43.py
+    # against the hand-written asyncio server of before issue 19 (service.py + httpserver.py of main):
+    .venv/bin/python benchmarks/http_frontend.py --baseline main
 
-With `--baseline` both front-ends serve the same stub router and their rows are interleaved.
+With `--baseline COMMIT` both front-ends serve the same stub router and their rows are interleaved
+(the old one is read from git: runtime.load_old_frontend).
 """
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import queue
 import sys
@@ -27,7 +26,7 @@ from resilinet.runtime.router import Answer
 from resilinet.runtime.service import Service
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from runtime import bench_http  # noqa: E402
+from runtime import bench_http, load_old_frontend  # noqa: E402
 
 
 class StubRouter:
@@ -37,7 +36,7 @@ class StubRouter:
 
     def __init__(self, route_s: float = 0.002):
         self.route_s = route_s
-        self.cfg = types.SimpleNamespace(hop_deadline_s=0.5)
+        self.cfg = types.SimpleNamespace(hop_deadline_s=0.5, hop_deadline_max_s=0.5)
         self.supervisor = types.SimpleNamespace(status=dict)
         self.queue: queue.Queue = queue.Queue()
         threading.Thread(target=self._loop, daemon=True).start()
@@ -75,28 +74,20 @@ class ServerCpu:
         return {"server_cpu_s": self.marks[1] - self.marks[0]}
 
 
-def load_service_class(path: str):
-    """`Service` from another copy of service.py (its relative imports resolved in resilinet.runtime)."""
-    spec = importlib.util.spec_from_file_location("resilinet.runtime._baseline_service", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.Service
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", default="8,32")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=4.0)
     ap.add_argument("--reps", type=int, default=2)
-    ap.add_argument("--baseline", default=None, help="another service.py to compare against")
+    ap.add_argument("--baseline", default=None, metavar="COMMIT", help="the front end of COMMIT to compare against")
     args = ap.parse_args(argv)
 
     x = torch.randn(8 * args.batch, 784)
     router = StubRouter()
     fronts = {"current": Service(router, (784,)).start()}
     if args.baseline:
-        fronts["baseline"] = load_service_class(args.baseline)(router, (784,)).start()
+        fronts["baseline"] = load_old_frontend(args.baseline)(router, (784,)).start()
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
     try:
         for rep in range(args.reps):

@@ -15,7 +15,15 @@ examples by the server process (router + HTTP), the node processes and the clien
 back; a node process is SIGKILLed (or SIGSTOPped: a hang) and the time from the signal to the
 first answer that reports the node dead is measured, several times.
 Goals (issue): throughput with concurrency >= half of in-process for the MLP chain; failover
-within the per-hop deadline + 100 ms. On 2 shared cores the Ray actors, the router and the
+within the per-hop deadline + 100 ms.
+
+Front ends A/B (issue 19): `--ab-baseline COMMIT` serves the same router (same node processes)
+through the current front end (Starlette on uvicorn) and the one of COMMIT (its service.py and
+the hand-written asyncio httpserver.py, read with `git show`; main before issue 19), and runs
+`http-bin` rows for both, interleaved, `--ab-reps` times, in alternating order:
+
+    .venv/bin/python benchmarks/runtime.py --run runs/rt-mlp --ab-baseline main --clients 1,8,32 --batches 64 \
+        --ab-reps 3 --seconds 5 --out runs/frontend_ab.json On 2 shared cores the Ray actors, the router and the
 clients all compete for the same CPUs; see docs/results/resilinet-runtime.md for the measured figures.
 """
 from __future__ import annotations
@@ -126,7 +134,7 @@ def _result(examples: int, seconds: float, lat: list[float], cpu: CpuWindow | No
 def _http_client(addr, bodies, ctype, ready, go, t_end, q) -> None:
     conn = http.client.HTTPConnection(*addr, timeout=60)
     conn.connect()
-    lat, n, i = [], 0, 0
+    lat, n, i, dead = [], 0, 0, 0
     ready.release()
     go.wait()
     while time.perf_counter() < t_end.value:
@@ -134,13 +142,14 @@ def _http_client(addr, bodies, ctype, ready, go, t_end, q) -> None:
         t0 = time.perf_counter()
         conn.request("POST", "/predict", body, {"Content-Type": ctype})
         r = conn.getresponse()
-        r.read()
+        data = r.read()
         t1 = time.perf_counter()
         if r.status == 200 and t1 <= t_end.value:
             lat.append(1e3 * (t1 - t0))
             n += b
+            dead += not all(json.loads(data)["alive"].values())   # it counted a node dead
         i += 1
-    q.put((n, lat))
+    q.put((n, lat, dead))
 
 
 def bench_http(addr, x, batch: int, clients: int, seconds: float, binary: bool = False,
@@ -169,7 +178,9 @@ def bench_http(addr, x, batch: int, clients: int, seconds: float, binary: bool =
     res = [q.get() for _ in ps]
     for p in ps:
         p.join()
-    return _result(sum(n for n, _ in res), seconds, [l for _, ls in res for l in ls], cpu)
+    lat = [v for _, ls, _ in res for v in ls]
+    return {**_result(sum(n for n, _, _ in res), seconds, lat, cpu), "answers": len(lat),
+            "answers_with_a_dead_node": sum(d for _, _, d in res)}
 
 
 def measure_failover(router, x, node: str, how: str, timeout_s: float = 30.0) -> float:
@@ -213,6 +224,80 @@ def _wait_up(router, timeout_s: float = 120.0) -> None:
         time.sleep(0.05)
 
 
+def load_old_frontend(commit: str):
+    """`Service` of `commit` (its service.py with its hand-written httpserver.py, from git), its
+    relative imports resolved in today's resilinet.runtime (router, cluster, config)."""
+    import importlib.util
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    folder = Path(tempfile.mkdtemp(prefix="old-frontend-"))
+    mods = {}
+    for name, as_name in (("httpserver", "resilinet.runtime.httpserver"), ("service", "resilinet.runtime._old_service")):
+        path = folder / f"{name}.py"
+        path.write_text(subprocess.run(["git", "show", f"{commit}:src/resilinet/runtime/{name}.py"], check=True,
+                                       capture_output=True, text=True).stdout)
+        spec = importlib.util.spec_from_file_location(as_name, path)
+        mods[name] = importlib.util.module_from_spec(spec)
+        sys.modules[as_name] = mods[name]
+        spec.loader.exec_module(mods[name])
+    return mods["service"].Service
+
+
+def frontend_ab(router, input_shape, x, args) -> list[dict]:
+    """http-bin rows through the current front end and the old one, same router, interleaved."""
+    from resilinet.runtime.service import Service
+
+    old = load_old_frontend(args.ab_baseline)
+    fronts = {"new": Service(router, input_shape).start(), "old": old(router, input_shape).start()}
+    rows = []
+    try:
+        for rep in range(args.ab_reps):
+            for b in map(int, args.batches.split(",")):
+                for c in map(int, args.clients.split(",")):
+                    for name in (("new", "old") if (rep + c) % 2 else ("old", "new")):
+                        cpu = CpuWindow(router)
+                        r = bench_http(fronts[name].address, x, b, c, args.seconds, True, cpu)
+                        rows.append({"front": name, "rep": rep, "batch": b, "clients": c, **r,
+                                     "load_average": os.getloadavg()[0]})
+                        print({k: rows[-1][k] for k in ("front", "rep", "batch", "clients", "examples_per_s",
+                                                         "p50_ms", "p99_ms")}, flush=True)
+    finally:
+        for f in fronts.values():
+            f.stop()
+    return rows
+
+
+def ab_summary(rows: list[dict]) -> list[dict]:
+    """Per (batch, clients): median new/old ratios of throughput and p50/p99 over the reps, and
+    their spread (min..max) -- each rep's pair ran back to back."""
+    out = []
+    for b, c in sorted({(r["batch"], r["clients"]) for r in rows}):
+        pairs = {}
+        for r in rows:
+            if (r["batch"], r["clients"]) == (b, c):
+                pairs.setdefault(r["rep"], {})[r["front"]] = r
+        ratios = {k: [p["new"][k] / p["old"][k] for p in pairs.values() if len(p) == 2]
+                  for k in ("examples_per_s", "p50_ms", "p99_ms", "cpu_ms_per_1k_server")}
+        med = {k: (float(np.median(v)), min(v), max(v)) for k, v in ratios.items()}
+        out.append({"batch": b, "clients": c, "reps": len(pairs), **{f"new_over_old_{k}": v for k, v in med.items()},
+                    **{f"{f}_examples_per_s": float(np.median([p[f]["examples_per_s"] for p in pairs.values()]))
+                       for f in ("new", "old")}})
+    return out
+
+
+def print_ab(summary: list[dict]) -> None:
+    def fmt(t):
+        return f"{t[0]:.2f} ({t[1]:.2f}-{t[2]:.2f})"
+    print(md_table(["batch", "clients", "reps", "old ex/s", "new ex/s", "new/old ex/s", "new/old p50", "new/old p99",
+                    "new/old server CPU"],
+                   [[s["batch"], s["clients"], s["reps"], f"{s['old_examples_per_s']:.0f}", f"{s['new_examples_per_s']:.0f}",
+                     fmt(s["new_over_old_examples_per_s"]), fmt(s["new_over_old_p50_ms"]), fmt(s["new_over_old_p99_ms"]),
+                     fmt(s["new_over_old_cpu_ms_per_1k_server"])] for s in summary]))
+    print("(median over reps; in brackets the min-max of the per-rep ratios)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="runs/rt-mlp", help="a trained MLP run directory")
@@ -226,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hop-deadline-s", type=float, default=0.5)
     ap.add_argument("--routes-in-flight", type=int, default=None,
                     help="merged batches on the chain at once (default: RuntimeConfig's)")
+    ap.add_argument("--ab-baseline", default=None, metavar="COMMIT",
+                    help="only the front-end A/B: current front end vs COMMIT's (e.g. main), interleaved")
+    ap.add_argument("--ab-reps", type=int, default=3, help="A/B repetitions (default 3)")
     args = ap.parse_args(argv)
     unknown = set(args.paths.split(",")) - {"router", "router-relay", "http", "http-bin"}
     if unknown:
@@ -243,6 +331,17 @@ def main(argv: list[str] | None = None) -> int:
                            **({} if args.routes_in_flight is None else {"routes_in_flight": args.routes_in_flight}))
     service = start_service(args.run, rt_cfg)
     router = service.router
+    if args.ab_baseline:
+        try:
+            rows = frontend_ab(router, model.input_shape, x, args)
+        finally:
+            stop_service(service)
+        summary = ab_summary(rows)
+        atomic_write_json(args.out, {"run": args.run, "baseline": args.ab_baseline, "cpus": os.cpu_count(),
+                                     "rows": rows, "summary": summary})
+        print_ab(summary)
+        print(f"written to {args.out}")
+        return 0
     rows = []
     try:
         for b in map(int, args.batches.split(",")):

@@ -84,6 +84,23 @@ def cluster_pids() -> list[int]:
     return sorted(pids)
 
 
+def session_pids(driver_pid: int) -> list[int]:
+    """The processes of the Ray cluster that the process `driver_pid` started: its descendants and
+    every process whose command line names that driver's session directory (Ray names it
+    session_<date>_<pid of the process that started it>), re-parented ones included. Other Ray
+    clusters on the machine are not counted."""
+    pids = set(descendants(driver_pid))
+    mark = re.compile(rb"session_[0-9_-]+_%d(?![0-9])" % driver_pid)
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if mark.search((d / "cmdline").read_bytes()):
+                    pids.add(int(d.name))
+            except OSError:
+                pass
+    return sorted(pids)
+
+
 def alive_pids(pids: list[int]) -> list[int]:
     """Those of `pids` still running (zombies count as gone)."""
     out = []

@@ -152,8 +152,9 @@ def _add_runtime_commands(sub) -> None:
     runtime_help = _config_help(("runtime",))
     p = _command(sub, "serve", "serve a trained run on Ray: one process per node, HTTP endpoint",
                  "Start a loopback Ray cluster (or join one with --address), one node process per physical "
-                 "node holding its partition of the run, and an HTTP endpoint: POST /predict, GET /status, "
-                 "GET /metrics. Crashed or hung nodes are routed around and restarted. See "
+                 "node holding its partition of the run, and an HTTP endpoint: GET / (a live page), POST /predict, "
+                 "GET /status, GET /metrics, GET /openapi.json. Crashed or hung nodes are routed around and "
+                 "restarted; a merely slow node is waited for (adaptive per-node deadlines). See "
                  "docs/resilinet-runtime.md.", EXAMPLES["serve"] + "\n\n" + runtime_help, run=True)
     _add_runtime(p, "serve default 8100")
 
@@ -161,7 +162,8 @@ def _add_runtime_commands(sub) -> None:
                  "Serve a run, drive steady load with test examples, SIGKILL a node process every "
                  "--kill-every s and SIGSTOP another for --hang-s every --hang-every s; write OUT/chaos.json "
                  "and OUT/chaos.md (requests sent, answered, failed, lost; alive patterns seen; empirical vs "
-                 "exact accuracy).", EXAMPLES["chaos"] + "\n\n" + runtime_help, run=True)
+                 "exact accuracy) with OUT/timeline.png (kills and hangs against latency and answers). The live "
+                 "page of `serve` is at the URL printed at the start.", EXAMPLES["chaos"] + "\n\n" + runtime_help, run=True)
     p.add_argument("--out", default=None, type=out_dir, help="report directory (default RUN/chaos)")
     p.add_argument("--duration", type=number(above=0), default=120.0, help="seconds of load (default 120)")
     p.add_argument("--kill-every", type=number(0), default=10.0, help="seconds between SIGKILLs (0: none; default 10)")
@@ -170,6 +172,7 @@ def _add_runtime_commands(sub) -> None:
     p.add_argument("--clients", type=integer(1), default=4, help="concurrent clients (default 4)")
     p.add_argument("--batch", type=integer(1), default=16, help="examples per request (default 16)")
     p.add_argument("--seed", type=integer(0), default=0, help="seed for examples and victims (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_runtime(p, "chaos default 0 = any free port")
 
 
@@ -299,23 +302,36 @@ def _runtime_config(args: argparse.Namespace) -> RuntimeConfig:
     return dataclasses.replace(cfg, **{k: v for k, v in flags.items() if v is not None})
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def _stop_on_signals() -> None:
+    """SIGTERM (and SIGINT, even where a shell started the command with it ignored) end `serve` /
+    `chaos` the way Ctrl-C does, a KeyboardInterrupt in the main thread, so every path out of them
+    stops the node processes and the Ray cluster they started."""
     import signal
-    import threading
 
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _runtime_config(args)
     from .runtime.service import start_service, stop_service
 
-    service = start_service(args.run, cfg)
-    host, port = service.address
-    print(f"serving {args.run} ({service.info['method']}) on http://{host}:{port}  "
-          f"POST /predict  GET /status  GET /metrics  (Ctrl-C stops)", flush=True)
-    done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    _stop_on_signals()
     try:
-        done.wait()
+        service = start_service(args.run, cfg)   # stops what it started if interrupted
     except KeyboardInterrupt:
-        pass
+        print("interrupted while starting; nothing is left running", file=sys.stderr)
+        return 130
+    try:
+        host, port = service.address
+        print(f"serving {args.run} ({service.info['method']}) on http://{host}:{port}  "
+              f"GET / (live page)  POST /predict  GET /status  GET /metrics  (Ctrl-C stops)", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping: node processes and the Ray cluster", file=sys.stderr, flush=True)
     finally:
         stop_service(service)
     return 0
@@ -328,9 +344,14 @@ def cmd_chaos(args: argparse.Namespace) -> int:
     plan = ChaosPlan(args.duration, args.kill_every, args.hang_every, args.hang_s, args.clients, args.batch,
                      args.seed)
     out = Path(args.out) if args.out else Path(args.run) / "chaos"
-    report = run_chaos(args.run, out, plan, cfg)
+    _stop_on_signals()
+    try:
+        report = run_chaos(args.run, out, plan, cfg, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print("interrupted: no report written; the service and its node processes were stopped", file=sys.stderr)
+        return 130
     print(report["markdown"])
-    print(f"written to {out / 'chaos.json'} and {out / 'chaos.md'}")
+    print(f"written to {out / 'chaos.json'}, {out / 'chaos.md'} and {out / 'timeline.png'}")
     return 0 if report["verdict"]["ok"] else 1
 
 

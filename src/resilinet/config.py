@@ -161,8 +161,16 @@ class RuntimeConfig:
         "help": "join a running Ray cluster (e.g. 127.0.0.1:6379) whose machines carry the role resources "
                 "iot/edge/fog/cloud (--address); none: start a local loopback cluster"})
     hop_deadline_s: float = field(default=0.5, metadata={
-        "help": "a producer that has not answered this long after its call is dead for the request "
-                "(--hop-deadline-s)"})
+        "help": "the floor of every node's hop deadline: a producer that has not answered this long after its "
+                "inputs were there may be dead for the request (--hop-deadline-s)"})
+    hop_deadline_max_s: float = field(default=5.0, metadata={
+        "help": "the ceiling of a node's adaptive hop deadline; = hop_deadline_s: a fixed deadline (as before issue 19)"})
+    hop_deadline_quantile: float = field(default=0.99, metadata={
+        "help": "a node's deadline follows this quantile of its recent hop latencies ..."})
+    hop_deadline_factor: float = field(default=3.0, metadata={
+        "help": "... times this factor, clamped to [hop_deadline_s, hop_deadline_max_s]"})
+    hop_deadline_window: int = field(default=200, metadata={
+        "help": "how many recent hop latencies (and health checks answered in time) per node the quantile is over"})
     health_interval_s: float = field(default=0.2, metadata={"help": "health-check period"})
     health_deadline_s: float = field(default=1.0, metadata={"help": "a health check overdue this long marks the node hung"})
     hung_restart_s: float = field(default=2.0, metadata={
@@ -181,6 +189,12 @@ class RuntimeConfig:
     def __post_init__(self) -> None:
         if not 0 < self.hop_deadline_s <= 60:
             raise UserError(f"runtime.hop_deadline_s (--hop-deadline-s) must be in (0, 60], got {self.hop_deadline_s}")
+        if not self.hop_deadline_s <= self.hop_deadline_max_s <= 60:
+            raise UserError(f"runtime.hop_deadline_max_s must be in [hop_deadline_s, 60] = [{self.hop_deadline_s}, 60], "
+                            f"got {self.hop_deadline_max_s}")
+        if not 0 < self.hop_deadline_quantile <= 1:
+            raise UserError(f"runtime.hop_deadline_quantile must be in (0, 1], got {self.hop_deadline_quantile}")
+        _at_least(self, "runtime", ("hop_deadline_factor", "hop_deadline_window"), 1)
         if not 0 <= self.port <= 65535:
             raise UserError(f"runtime.port (--port) must be in 0..65535, got {self.port}")
         for name in ("health_interval_s", "health_deadline_s", "hung_restart_s", "start_timeout_s"):

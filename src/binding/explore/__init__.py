@@ -7,6 +7,6 @@ held-out examples), readings.py (predictions, attention, logit lens), patching.p
 interchange interventions), probing.py (analyze's probes, refitted), slices.py (accuracy by N and
 slot), image_twin.py (image contexts beside their text twins), page.py (the HTML file; page.html,
 page.css, page.js are its template), build.py (`explore`, putting them together), regimes.py
-(a page per regime for `binding reproduce`), headless.py (headless Chromium, for the tests and
-benchmarks/explore_page_load.py).
+(a page per regime for `binding reproduce`). Its test and benchmarks/explore_page_load.py open the
+page in headless Chromium with lab/headless.py (shared with the ResiliNet service's page test).
 """

@@ -8,22 +8,28 @@ accuracy under pattern p (the guess accuracy sum_c p_c^2 when no path survived);
 independent Bernoulli(acc(p_i)) draws, so the standard error is sqrt(sum_i acc(p_i)(1 - acc(p_i))) / N
 and the run passes when |empirical - E| <= 3 SE, no request was lost or failed, and every node is
 up again at the end. acc(p) is read from the run's results.json (written by `resilinet train`),
-not recomputed; the test split is read only for the examples the clients send.
+not recomputed; the test split is read only for the examples the clients send (with their labels,
+so the service's live page shows the measured accuracy too). While it runs a progress bar counts
+answered / lost requests and the page is at the URL printed first; the report gets a timeline
+plot (chaos_timeline.py).
 """
 from __future__ import annotations
 
 import collections
 import http.client
 import json
+import logging
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from lab.errors import UserError
 from lab.io import atomic_write_json, read_json
@@ -33,6 +39,7 @@ from ..config import RuntimeConfig
 from ..data import load_splits
 from ..run import load_trained
 from ..topology import AliveMask
+from .chaos_timeline import plot_timeline
 from .service import start_service, stop_service
 
 
@@ -63,6 +70,8 @@ class _Tally:
         self.errors: collections.Counter = collections.Counter()
         self.by_pattern: dict[tuple, list[int]] = {}  # alive tuple -> [requests, examples, correct]
         self.latency_ms: list[float] = []
+        self.t0 = time.monotonic()                   # the load's start: every time below is after it
+        self.timeline: list[tuple[float, float, int]] = []  # (answered at s, latency ms, dead nodes)
 
 
 def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _Tally, topology) -> None:
@@ -70,7 +79,7 @@ def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _
     conn = http.client.HTTPConnection(*addr, timeout=60)
     while not stop.is_set():
         idx = rng.integers(0, len(y), plan.batch)
-        body = json.dumps({"inputs": x[idx].reshape(plan.batch, -1).tolist()}).encode()
+        body = json.dumps({"inputs": x[idx].reshape(plan.batch, -1).tolist(), "labels": y[idx].tolist()}).encode()
         with tally.lock:
             tally.sent += 1
         t0 = time.perf_counter()
@@ -97,6 +106,7 @@ def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _
         with tally.lock:
             tally.answered += 1
             tally.latency_ms.append(ms)
+            tally.timeline.append((time.monotonic() - tally.t0, ms, sum(not a for a in out["alive"].values())))
             row = tally.by_pattern.setdefault(pattern, [0, 0, 0])
             row[0] += 1
             row[1] += plan.batch
@@ -104,13 +114,12 @@ def _client(addr, x, y, plan: ChaosPlan, k: int, stop: threading.Event, tally: _
     conn.close()
 
 
-def _saboteur(service, plan: ChaosPlan, stop: threading.Event, events: list, stopped: set) -> None:
+def _saboteur(service, plan: ChaosPlan, stop: threading.Event, events: list, stopped: set, t0: float) -> None:
     """Kills every kill_every_s and hangs every hang_every_s, each time a random up failure-prone
     node (never one that is already stopped)."""
     sup = service.router.supervisor
     nodes = list(sup.topology.failure_prone)
     rng = np.random.default_rng([plan.seed, 7])
-    t0 = time.monotonic()
     next_kill = plan.kill_every_s if plan.kill_every_s else math.inf
     next_hang = plan.hang_every_s if plan.hang_every_s else math.inf
     resume: list[tuple[float, int, str]] = []
@@ -154,9 +163,10 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg: RuntimeConfig | None = None) -> dict:
-    """Serve the run, load it and sabotage it for `plan.duration_s`, then write OUT/chaos.json and
-    OUT/chaos.md; returns the report (with its markdown)."""
+def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg: RuntimeConfig | None = None,
+              progress: bool = False) -> dict:
+    """Serve the run, load it and sabotage it for `plan.duration_s`, then write OUT/chaos.json,
+    OUT/chaos.md and OUT/timeline.png; returns the report (with its markdown)."""
     out = Path(out)
     run = load_trained(run_dir)
     exact = _exact_accuracies(Path(run_dir))
@@ -167,9 +177,12 @@ def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg: Runtim
     t_start = time.time()
     service = start_service(str(run_dir), cfg)
     startup_s = time.time() - t_start
+    if progress:
+        host, port = service.address
+        print(f"live page: http://{host}:{port}/", flush=True)
     tally = _Tally()
     try:
-        events = _load_and_sabotage(service, plan, x, y, tally)
+        events = _load_and_sabotage(service, plan, x, y, tally, progress)
         after = _recovery(service.router.supervisor)
     finally:
         stop_service(service)
@@ -183,8 +196,9 @@ def run_chaos(run_dir: str | Path, out: str | Path, plan: ChaosPlan, cfg: Runtim
     report["verdict"] = {"no_request_lost": tally.lost == 0 and tally.failed == 0 and tally.sent == tally.answered,
                          "nodes_came_back": all_up, "accuracy_within_3_se": abs(report["accuracy"]["z"]) <= 3}
     report["verdict"]["ok"] = all(report["verdict"].values())
-    report["markdown"] = _markdown(report, nodes)
     out.mkdir(parents=True, exist_ok=True)
+    plot_timeline(tally.timeline, events, plan, out / "timeline.png")
+    report["markdown"] = _markdown(report, nodes)
     atomic_write_json(out / "chaos.json", {k: v for k, v in report.items() if k != "markdown"})
     (out / "chaos.md").write_text(report["markdown"])
     return report
@@ -200,22 +214,56 @@ def _exact_accuracies(run_dir: Path) -> dict[tuple[int, ...], dict]:
     return {tuple(p["alive"]): p for p in read_json(path, "results")["patterns"]}
 
 
-def _load_and_sabotage(service, plan: ChaosPlan, x: np.ndarray, y: np.ndarray, tally: _Tally) -> list[dict]:
+def _load_and_sabotage(service, plan: ChaosPlan, x: np.ndarray, y: np.ndarray, tally: _Tally,
+                       progress: bool = False) -> list[dict]:
     """Clients and the saboteur for `plan.duration_s`; returns the saboteur's events."""
     events, stopped, stop = [], set(), threading.Event()
     topology = service.router.topology
+    tally.t0 = time.monotonic()
     threads = [threading.Thread(target=_client, args=(service.address, x, y, plan, k, stop, tally, topology),
                                 daemon=True) for k in range(plan.clients)]
-    threads.append(threading.Thread(target=_saboteur, args=(service, plan, stop, events, stopped), daemon=True))
+    threads.append(threading.Thread(target=_saboteur, args=(service, plan, stop, events, stopped, tally.t0),
+                                    daemon=True))
     for t in threads:
         t.start()
-    time.sleep(plan.duration_s)
-    stop.set()
+    try:
+        _show_progress(plan, tally, events, progress)
+    finally:
+        stop.set()
     for t in threads:
         t.join(timeout=120)
     for pid in list(stopped):
         _signal(pid, signal.SIGCONT)
     return events
+
+
+class _AboveTheBar(logging.Handler):
+    """The supervisor's one-line messages (a node died, restarted), printed above the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        tqdm.write(self.format(record), file=sys.stderr)
+
+
+def _show_progress(plan: ChaosPlan, tally: _Tally, events: list, progress: bool) -> None:
+    """Wait out `plan.duration_s`, with a progress bar of answered / lost requests when asked."""
+    end = tally.t0 + plan.duration_s
+    log, handler = logging.getLogger("resilinet.runtime"), _AboveTheBar()
+    if progress:
+        log.addHandler(handler)
+        log.propagate = False
+    try:
+        with tqdm(total=round(plan.duration_s), disable=not progress, bar_format="chaos {n_fmt}/{total_fmt} s {bar} {desc}",
+                  file=sys.stderr) as bar:
+            while (left := end - time.monotonic()) > 0:
+                time.sleep(min(0.5, left))
+                bar.n = round(min(plan.duration_s, time.monotonic() - tally.t0))
+                with tally.lock:
+                    counts = f"answered {tally.answered}, lost {tally.lost}, failed {tally.failed}"
+                kinds = collections.Counter(e["event"] for e in list(events))
+                bar.set_description_str(f"{counts}; kills {kinds['kill']}, hangs {kinds['hang']}")
+    finally:
+        log.removeHandler(handler)
+        log.propagate = True
 
 
 def _recovery(sup) -> dict:
@@ -227,7 +275,8 @@ def _recovery(sup) -> dict:
     status = sup.status()
     rejoins = {n: sum(1 for _, st in s.events if st == "up") - 1 for n, s in sup.nodes.items()}
     return {"nodes": {n: {"state": s["state"], "restarts": s["restarts"], "rejoined": rejoins[n],
-                          "requests_served": s["requests_served"], "latency_ms": s["latency_ms"]}
+                          "requests_served": s["requests_served"], "latency_ms": s["latency_ms"],
+                          "deadline_s": s["deadline_s"], "routed_around": s["routed_around"]}
                       for n, s in status.items()},
             "all_nodes_up_at_end": all(s["state"] == "up" for s in status.values()),
             "seconds_to_all_up_after_load": round(recovered_s, 2)}
@@ -277,12 +326,16 @@ def _markdown(r: dict, nodes: list[str]) -> str:
                           [[", ".join(row["dead"]) or "none", "yes" if row["connected"] else "no (guess)",
                             row["requests"], row["examples"], f"{100 * row['empirical_accuracy']:.2f}%",
                             f"{100 * row['exact_accuracy']:.2f}%"] for row in r["patterns"]]))
-    lines += ["", "## Node processes", ""]
-    lines.append(md_table(["node", "state", "restarts", "requests served", "hop p50 ms", "hop p99 ms"],
+    lines += ["", "## Timeline", "", "![kills and hangs against latency and answers](timeline.png)",
+              "", "## Node processes", ""]
+    lines.append(md_table(["node", "state", "restarts", "requests served", "hop p50 ms", "hop p99 ms",
+                           "deadline ms", "routed around: deadline", "dead", "hung"],
                           [[n, s["state"], s["restarts"], s["requests_served"],
                             f"{s['latency_ms']['p50']:.1f}" if s["latency_ms"] else "-",
-                            f"{s['latency_ms']['p99']:.1f}" if s["latency_ms"] else "-"]
+                            f"{s['latency_ms']['p99']:.1f}" if s["latency_ms"] else "-",
+                            f"{1e3 * s['deadline_s']:.0f}"] + [s["routed_around"][k] for k in ("deadline", "dead", "hung")]
                            for n, s in r["nodes"].items()]))
+    lines += ["", "Routed around counts routed batches (concurrent requests merged into one), not requests."]
     if r["errors"]:
         lines += ["", "Errors: " + "; ".join(f"{k} x{v}" for k, v in r["errors"].items())]
     return "\n".join(lines) + "\n"

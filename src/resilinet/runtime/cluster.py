@@ -12,6 +12,10 @@ started with every role's count (`role_resources`).
 """
 from __future__ import annotations
 
+import logging
+import signal
+import threading
+
 from lab.ray_local import (LOOPBACK, LOOPBACK_ENV, alive_pids, cluster_pids, descendants,
                            external_sockets, init_local, is_loopback, listening_sockets, loopback_env, ray,
                            shutdown)
@@ -48,13 +52,46 @@ def role_resources(topology: Topology) -> dict[str, float]:
     return out
 
 
+class _ExpectedDeaths(logging.Filter):
+    """Ray logs an "Unhandled error ... ActorDiedError" dump (a dozen lines) for every result of a
+    killed node that nobody read; the router reads only the ones it needs, by design, and the
+    supervisor already logs each death as one line. Those dumps are dropped; any other unhandled
+    error is kept, cut to its first line."""
+
+    EXPECTED = ("ActorDiedError", "ActorUnavailableError", "TaskCancelledError", "RayActorError")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        if not msg.startswith("Unhandled error"):
+            return True
+        if any(name in msg for name in self.EXPECTED):
+            return False
+        record.msg, record.args = msg.splitlines()[0], ()
+        return True
+
+
+def quiet_expected_deaths() -> None:
+    logger = logging.getLogger("ray._private.worker")
+    if not any(isinstance(f, _ExpectedDeaths) for f in logger.filters):
+        logger.addFilter(_ExpectedDeaths())
+
+
 def start_local_cluster(topology: Topology, num_cpus: int = 2, address: str | None = None,
-                        copies: int = 1) -> None:
+                        copies: int = 1) -> bool:
     """Start a one-machine Ray cluster on loopback with one role resource per node (`copies`
     deployments' worth), or connect to an existing cluster at `address` ("127.0.0.1:6379") whose
-    machines carry the roles."""
-    init_local(num_cpus, address, resources={k: v * copies for k, v in role_resources(topology).items()},
-               _system_config=SYSTEM_CONFIG)
+    machines carry the roles. Returns whether this call started (or connected) Ray: False when
+    this process already had it running."""
+    quiet_expected_deaths()
+    # ray.init installs a SIGTERM handler that dumps a C++ stack trace and exits at once; keep the
+    # caller's (`resilinet serve` / `chaos` stop their node processes and the cluster on SIGTERM).
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    started = init_local(num_cpus, address, resources={k: v * copies for k, v in role_resources(topology).items()},
+                         _system_config=SYSTEM_CONFIG)
+    if main and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+    return started
 
 
 def stop_cluster() -> None:

@@ -4,10 +4,12 @@ The router submits every hop's actor call at once, passing each producer's outpu
 consumer's argument: Ray hands each input over when it is ready, node to node, so the hops of
 one request follow each other without a round trip through the router, and the hops of
 concurrent requests overlap. The router then confirms the hops in chain order, playing the
-consumer's side of every incoming link: a producer delivered if its call finished within
-`hop_deadline_s` of its inputs being there; it is dead for this request if its call failed
-(process gone) or missed the deadline (hung or too slow), and then every later hop is cancelled
-and submitted again with that producer's input `None` + alive 0, so `PhysicalNode` applies the
+consumer's side of every incoming link: a producer delivered if its call finished within its
+deadline (from its inputs being there; each node's deadline follows its own measured latency,
+deadlines.py, and is extended while the node is seen answering other work: slow is not dead); it
+is dead for this request if its call failed (process gone) or missed the deadline (hung), and
+then every later hop is cancelled and submitted again with that producer's input `None` + alive
+0, so `PhysicalNode` applies the
 method's rule -- ResiliNet's multiplexer takes the skip input, deepFogGuard / ResiliNet+ drop the
 term -- exactly as in the simulation. A node the supervisor already knows is not up is left out
 of the graph from the start (no time is spent waiting on it). Each hop has its own deadline, so a
@@ -198,9 +200,11 @@ class Router:
         reason: dict[str, str] = {}                  # failure-prone node -> why it is dead for this request
         calls = self._submit_graph(x_np, reason)
         self._confirm_hops(calls, x_np, reason)
+        self.supervisor.count_routed_around(reason)
         alive = AliveMask.from_nodes(topo, calls)   # the nodes that delivered
         try:
-            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1], timeout=self.cfg.hop_deadline_s)))
+            logits = torch.from_numpy(np.array(ray.get(calls[topo.cloud].refs[1],
+                                                       timeout=self.supervisor.deadline_s(topo.cloud))))
         except ray.exceptions.RayError as e:
             raise _EndpointDown(f"cloud result lost ({type(e).__name__})") from None
         if alive.connected:
@@ -228,20 +232,14 @@ class Router:
         """2. Confirm hop by hop in chain order. A hop's deadline runs from the moment its inputs were
         there (the previous hop confirmed, or the call made); a hop that fails or misses it is dead
         for this request (dropped from `calls`), and every later hop is submitted again without it."""
-        topo, sup, deadline_s = self.topology, self.supervisor, self.cfg.hop_deadline_s
+        topo, sup = self.topology, self.supervisor
         inputs_at = time.perf_counter()
         for i, name in enumerate(topo.chain):
             call = calls.get(name)
             if call is None:
                 continue
-            try:
-                ray.get(call.refs[0], timeout=max(0.0, inputs_at + deadline_s - time.perf_counter()))
-            except ray.exceptions.GetTimeoutError:
-                why = "deadline"
-            except ray.exceptions.RayError as e:
-                sup.report_failure(name, call.generation, f"call failed: {type(e).__name__}")
-                why = "failed"
-            else:
+            why = self._wait_hop(name, call, inputs_at)
+            if why is None:
                 now = time.perf_counter()
                 sup.record(name, call.generation, 1e3 * (now - inputs_at))
                 inputs_at = now
@@ -257,6 +255,27 @@ class Router:
                                                 x_np.shape[0])
             _cancel(call.refs[0])
             inputs_at = time.perf_counter()
+
+    def _wait_hop(self, name: str, call: "_Call", inputs_at: float) -> str | None:
+        """Wait for `name`'s answer: None when it came, "failed" when its process is gone,
+        "deadline" when it missed its deadline without answering anything else meanwhile. A node
+        that answered other work (another request's hop, a health check) since the last check is
+        slow, not dead: it gets one more deadline, up to `hop_deadline_max_s` after its inputs."""
+        sup = self.supervisor
+        ceiling = inputs_at + self.cfg.hop_deadline_max_s
+        checked, until = inputs_at, inputs_at + sup.deadline_s(name)
+        while True:
+            try:
+                ray.get(call.refs[0], timeout=max(0.0, until - time.perf_counter()))
+                return None
+            except ray.exceptions.GetTimeoutError:
+                now = time.perf_counter()
+                if now >= ceiling or not sup.answered_since(name, checked):
+                    return "deadline"
+                checked, until = now, min(ceiling, now + sup.deadline_s(name))
+            except ray.exceptions.RayError as e:
+                sup.report_failure(name, call.generation, f"call failed: {type(e).__name__}")
+                return "failed"
 
     def _submit(self, name: str, handle, generation: int, calls: dict, x_np: np.ndarray, b: int) -> "_Call":
         """Call `name` with its producers' output refs as arguments (Ray hands them over when

@@ -6,14 +6,18 @@ Settings: `RuntimeConfig` (config.py, `runtime.*`). Node states (what the router
     up          last health check passed within `health_deadline_s`
     down        a call failed (the process is gone); a replacement is being started
     hung        a health check is overdue; routed around; killed and replaced after `hung_restart_s`
-A "slow" node that misses one request's per-hop deadline is dead for THAT request only (the
-router decides); only the health check moves it to `hung`, so slow and dead are not conflated.
+A "slow" node that misses one request's hop deadline is dead for THAT request only (the router
+decides); only the health check moves it to `hung`, so slow and dead are not conflated. Each node's
+deadline follows its own measured hop latency (`deadlines.py`), and each node counts the hops
+routed around it by why: `deadline` (missed it), `dead` (its process was gone, or was being
+restarted) and `hung` (its health check was overdue). Expected deaths are logged as one line each.
 A routed request that a node answered within the last `health_interval_s` is itself a real
 forward pass, so under load the check is skipped for that node (it costs an actor call each).
 """
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +27,12 @@ import numpy as np
 from ..config import RuntimeConfig
 from ..models import PartitionedModel
 from .cluster import ray, role_of
+from .deadlines import HopDeadline
 from .node import NodeProcess
+
+log = logging.getLogger("resilinet.runtime")
+# why a hop was routed around (the router's dead_reason) -> the counter it goes to
+ROUTED_AROUND = {"deadline": "deadline", "failed": "dead", "down": "dead", "starting": "dead", "hung": "hung"}
 
 
 @dataclass
@@ -41,6 +50,10 @@ class NodeState:
     served: int = 0               # requests this node answered (router's count, across restarts)
     last_ok: float = 0.0          # monotonic time of its last answered request (this generation)
     latencies_ms: collections.deque = field(default_factory=lambda: collections.deque(maxlen=2000))
+    deadline: HopDeadline | None = None
+    answered_at: float = 0.0      # perf_counter time of its last answer (a routed hop or a health check)
+    routed_around: collections.Counter = field(
+        default_factory=lambda: collections.Counter({k: 0 for k in ("deadline", "dead", "hung")}))
     last_error: str = ""
     events: list = field(default_factory=list)  # (monotonic time, what) restarts, rejoins
 
@@ -51,7 +64,8 @@ class NodeState:
                 "state_for_s": round(time.monotonic() - self.since, 3),
                 "latency_ms": ({"p50": float(np.percentile(lat, 50)), "p90": float(np.percentile(lat, 90)),
                                 "p99": float(np.percentile(lat, 99)), "n": int(lat.size)} if lat is not None else None),
-                "last_error": self.last_error}
+                "deadline_s": round(self.deadline.deadline_s(), 4) if self.deadline else None,
+                "routed_around": dict(self.routed_around), "last_error": self.last_error}
 
 
 class Supervisor:
@@ -67,8 +81,8 @@ class Supervisor:
         # The trained modules go to the object store once; every (re)start reads them from there.
         self.modules = {n: ray.put({k: m.nodes[n].eval() for k, m in models.items()})
                         for n in self.topology.chain}
-        self.nodes = {n: NodeState(n, role_of(n, self.topology), n in self.topology.failure_prone)
-                      for n in self.topology.chain}
+        self.nodes = {n: NodeState(n, role_of(n, self.topology), n in self.topology.failure_prone,
+                                   deadline=HopDeadline.from_config(self.cfg)) for n in self.topology.chain}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -117,6 +131,7 @@ class Supervisor:
     def _replace(self, s: NodeState, why: str) -> None:
         with self.lock:
             s.last_error = why
+            log.warning(f"resilinet: node {s.name} (pid {s.pid}) {why}; starting a new process")
             try:
                 ray.kill(s.handle, no_restart=True)  # SIGKILLs a hung process; no-op for a dead one
             except Exception:
@@ -158,7 +173,11 @@ class Supervisor:
                     self._replace(s, f"health check failed: {type(e).__name__}")
                     continue
                 with self.lock:
-                    s.pid = h["pid"]
+                    s.pid, s.answered_at = h["pid"], time.perf_counter()
+                    # A check answered late but inside its own deadline is a slow node's latency
+                    # the router cannot see: hops that slow were cut off at the hop deadline.
+                    if h["ok"] and now - sent_at <= self.cfg.health_deadline_s:
+                        s.deadline.observe(now - sent_at)
                     if not h["ok"]:
                         s.last_error = "health forward pass produced non-finite values"
                         self._set(s, "hung")
@@ -199,8 +218,25 @@ class Supervisor:
             s = self.nodes[name]
             s.served += 1
             s.latencies_ms.append(latency_ms)
+            s.deadline.observe(latency_ms / 1e3)
+            s.answered_at = time.perf_counter()
             if s.generation == generation:
                 s.last_ok = time.monotonic()
+
+    def deadline_s(self, name: str) -> float:
+        """`name`'s hop deadline now (it follows the node's measured hop latency)."""
+        with self.lock:
+            return self.nodes[name].deadline.deadline_s()
+
+    def answered_since(self, name: str, t: float) -> bool:
+        """Did `name` answer anything (a routed hop, a health check) after perf_counter time `t`?"""
+        return self.nodes[name].answered_at > t
+
+    def count_routed_around(self, reasons: dict[str, str]) -> None:
+        """One routed batch went around these nodes (node -> the router's dead_reason)."""
+        with self.lock:
+            for name, why in reasons.items():
+                self.nodes[name].routed_around[ROUTED_AROUND.get(why, "dead")] += 1
 
     def status(self) -> dict:
         with self.lock:

@@ -13,7 +13,7 @@ from binding.cli import main as binding_main
 from binding.config import AnalyzeConfig, preset
 from binding.explore.build import explore
 from binding.explore.examples import pick_examples
-from binding.explore.headless import CHROMIUM_NAMES, HeadlessPage, find_chromium
+from lab.headless import HeadlessPage, unavailable
 from binding.explore.inputs import load_run
 from binding.explore.probing import load_probes
 from binding.interp.analyze import analysis_n_range, analysis_samples, analyze
@@ -25,9 +25,7 @@ from binding.task import Vocab, describe, sample_batch
 from binding.train import train
 
 READY = "document.body.dataset.ready === '1'"
-needs_chromium = pytest.mark.skipif(find_chromium() is None or importlib.util.find_spec("websocket") is None,
-                                    reason=f"needs Chromium ({', '.join(CHROMIUM_NAMES)}; `make` installs Debian's "
-                                           "chromium when run as root) and websocket-client (the test extra)")
+needs_chromium = pytest.mark.skipif(unavailable() is not None, reason=unavailable() or "")
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +150,7 @@ def test_counterfactuals_of_given_examples_separate_the_strategies():
 
 
 @pytest.mark.parametrize("make_args, message", [
-    (lambda t, run: ["--run", str(t / "missing"), "--out", str(t / "o")], "no such folder"),
+    (lambda t, run: ["--run", str(t / "missing"), "--out", str(t / "o")], "missing not found"),
     (lambda t, run: ["--run", str(t), "--out", str(t / "o")], "is not a trained run"),
     (lambda t, run: ["--run", str(run / "config.json"), "--out", str(t / "o")], "is a file"),
     (lambda t, run: ["--run", str(run), "--out", str(run / "config.json")], "--out"),

@@ -215,15 +215,13 @@ def test_the_command_line(folders, tmp_path):
     args.func(args)
     saved = json.loads((tmp_path / "pretrained.json").read_text())
     assert saved["vlm"] is None and saved["llm"]["n_pairs_generated"] == 4
-    bad = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", "3"])
-    with pytest.raises(UserError, match="--n-range: expected 2 comma-separated values"):
+    for flag, message in (("3", "--n-range: expected LO,HI"), ("2,4", "--n-range: expected 3 <= LO <= HI")):
+        with pytest.raises(UserError, match=message):   # refused where the flag is parsed
+            p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", flag])
+    bad = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", "3,40"])
+    with pytest.raises(UserError, match="<= --words"):
         bad.func(bad)
-    for flag, message in (("2,4", "need 3 <= LO <= HI"), ("3,40", "<= --words")):
-        bad = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--out", str(tmp_path), "--n-range", flag])
-        with pytest.raises(UserError, match=message):
-            bad.func(bad)
-    missing_vlm = p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--vlm", str(tmp_path / "nope"),
-                                "--out", str(tmp_path / "never")])
-    with pytest.raises(UserError, match="does not exist"):  # found before any work on the LLM
-        missing_vlm.func(missing_vlm)
+    with pytest.raises(UserError, match="--vlm: .*nope not found"):  # found before any work on the LLM
+        p.parse_args(["compare-pretrained", "--llm", str(folders["qwen2"]), "--vlm", str(tmp_path / "nope"),
+                      "--out", str(tmp_path / "never")])
     assert not (tmp_path / "never").exists()

@@ -175,3 +175,58 @@ def test_the_raw_input_reaches_the_edge_from_the_router_or_through_the_iot_alike
         want = model(X, {n: 0.0 for n in dead})
         assert a.alive == b.alive and a.alive == {n: n not in dead for n in model.topology.failure_prone}
         assert torch.equal(a.logits, b.logits) and torch.allclose(a.logits, want, atol=1e-5, rtol=0), dead
+
+
+def test_hops_routed_around_are_counted_per_node_by_why(deployments):
+    model, router = deployments["resilinet"]
+    sup = router.supervisor
+    wait_all_up(router)
+    before = {n: dict(sup.nodes[n].routed_around) for n in ("f1", "e")}
+    with stopped(router, ["f1"]):
+        assert router.predict(X).dead_reason == {"f1": "deadline"}
+        t0 = time.monotonic()
+        while sup.nodes["f1"].state != "hung":
+            assert time.monotonic() - t0 < 10, sup.status()
+            time.sleep(0.05)
+        assert router.predict(X).dead_reason == {"f1": "hung"}
+    os.kill(sup.nodes["e"].pid, signal.SIGKILL)
+    assert router.predict(X).dead_reason["e"] in ("failed", "down", "starting")
+    wait_all_up(router)
+    after = {n: sup.status()[n]["routed_around"] for n in ("f1", "e")}
+    assert after["f1"] == {**before["f1"], "deadline": before["f1"]["deadline"] + 1, "hung": before["f1"]["hung"] + 1}
+    assert after["e"] == {**before["e"], "dead": before["e"]["dead"] + 1}
+
+
+def test_a_node_measured_slow_is_waited_for_and_the_same_stall_is_a_death_at_the_floor(deployments):
+    """Slow is not dead: f2 stalls for 0.5 s (SIGSTOP, then SIGCONT), longer than the 0.3 s floor.
+    With its hops measured at 0.4 s its deadline is 3 x 0.4 s and it is waited for; with no
+    history (the fixed deadline of before) the same stall counts it dead."""
+    import threading
+
+    from resilinet.runtime.deadlines import HopDeadline
+
+    model, router = deployments["resilinet"]
+    sup = router.supervisor
+    node, saved = sup.nodes["f2"], sup.nodes["f2"].deadline
+    answers = {}
+    try:
+        for history in ("slow", "none"):
+            wait_all_up(router)
+            node.deadline = HopDeadline(HOP_DEADLINE_S, 5.0, 0.99, 3.0, 100)
+            if history == "slow":
+                for _ in range(20):
+                    node.deadline.observe(0.4)
+            pid = node.pid
+            os.kill(pid, signal.SIGSTOP)
+            resume = threading.Timer(0.5, os.kill, (pid, signal.SIGCONT))
+            resume.start()
+            try:
+                answers[history] = router.predict(X)
+            finally:
+                resume.join()
+    finally:
+        node.deadline = saved
+        wait_all_up(router)
+    assert answers["slow"].alive["f2"] is True and answers["slow"].dead_reason == {}
+    assert torch.allclose(answers["slow"].logits, model(X), atol=1e-5, rtol=0)
+    assert answers["none"].dead_reason == {"f2": "deadline"}

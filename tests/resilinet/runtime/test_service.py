@@ -176,5 +176,119 @@ def test_expect_100_continue_and_http_1_0(service):
 def test_missing_length_and_malformed_request_line_get_4xx_and_close(service):
     out = raw(service, b"POST /predict HTTP/1.1\r\nContent-Type: application/json\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 411 ") and b"Content-Length header is required" in out
-    assert b"Connection: close" in out
+    assert b"connection: close" in out.lower()
     assert raw(service, b"NOT-HTTP\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_wrong_method_names_the_allowed_ones_and_head_works_where_get_does(service):
+    conn = http.client.HTTPConnection(*service.address, timeout=30)
+    try:
+        conn.request("GET", "/predict")
+        r = conn.getresponse()
+        assert r.status == 405 and r.getheader("Allow") == "POST" and "POST" in json.loads(r.read())["error"]
+        conn.request("HEAD", "/status")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read() == b""
+    finally:
+        conn.close()
+
+
+def test_a_negative_content_length_is_a_bad_request(service):
+    assert raw(service, b"POST /predict HTTP/1.1\r\nContent-Length: -5\r\n\r\n").startswith(b"HTTP/1.1 400 ")
+
+
+def test_metrics_are_valid_prometheus_text_with_one_block_per_family(service):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    call(service, "POST", "/predict", json.dumps({"inputs": [[0.0] * 12]}).encode())
+    status, text = call(service, "GET", "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert {"resilinet_requests", "resilinet_node_up", "resilinet_node_routed_around",
+            "resilinet_node_deadline_seconds", "resilinet_request_latency_seconds"} <= set(families)
+    names = [line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")]
+    assert len(names) == len(set(names)), "a family's samples are split over several blocks"
+    around = {(s.labels["node"], s.labels["reason"]) for s in families["resilinet_node_routed_around"].samples}
+    assert {("f2", "deadline"), ("f2", "dead"), ("f2", "hung")} <= around
+
+
+def test_two_services_count_their_own_requests(service, deployments):
+    model, router = deployments["resilinet"]
+    other = Service(router, model.input_shape, port=0).start()
+    try:
+        before = call(service, "GET", "/status")[1]["requests"].get("200", 0)
+        call(other, "POST", "/predict", json.dumps({"inputs": [[0.0] * 12]}).encode())
+        assert call(other, "GET", "/status")[1]["requests"] == {"200": 1}
+        # the predict and the GET /status (an answer is counted once it has been computed)
+        assert 'resilinet_requests_total{code="200"} 2.0' in call(other, "GET", "/metrics")[1]
+        assert call(service, "GET", "/status")[1]["requests"].get("200", 0) == before + 1  # this GET's own
+    finally:
+        other.stop()
+
+
+def test_labelled_requests_are_counted_as_measured_accuracy(service, deployments):
+    model, _ = deployments["resilinet"]
+    x = torch.randn(4, 12, generator=torch.Generator().manual_seed(9))
+    truth = model(x).argmax(1).tolist()
+    before = call(service, "GET", "/status")[1]["measured_accuracy"]
+    wrong = [(c + 1) % 4 for c in truth[:2]]
+    status, _ = call(service, "POST", "/predict", json.dumps({"inputs": x.tolist(), "labels": truth[2:] + wrong}).encode())
+    assert status == 200
+    after = call(service, "GET", "/status")[1]["measured_accuracy"]
+    assert after["examples"] == before["examples"] + 4
+    correct_before = round((before["accuracy"] or 0) * before["examples"])
+    assert round(after["accuracy"] * after["examples"]) == correct_before + sum(
+        p == c for p, c in zip(truth, truth[2:] + wrong))
+    status, out = call(service, "POST", "/predict", json.dumps({"inputs": x.tolist(), "labels": [0]}).encode())
+    assert status == 400 and '"labels" must be a list of 4 integers' in out["error"]
+
+
+def test_status_counts_the_last_minute_and_what_was_routed_around(service):
+    call(service, "POST", "/predict", json.dumps({"inputs": [[0.0] * 12]}).encode())
+    st = call(service, "GET", "/status")[1]
+    assert st["last_minute"]["requests"] >= 1 and st["last_minute"]["all_alive"] >= 1
+    for node in st["nodes"].values():
+        assert set(node["routed_around"]) == {"deadline", "dead", "hung"}
+        assert node["deadline_s"] >= st["hop_deadline_s"]
+
+
+def test_openapi_describes_predict_with_both_body_types_and_the_limits(service):
+    status, doc = call(service, "GET", "/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    post = doc["paths"]["/predict"]["post"]
+    body = post["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/octet-stream"}
+    assert body["application/json"]["schema"]["properties"]["inputs"]["maxItems"] == 8
+    assert {"200", "400", "413"} <= set(post["responses"])
+
+
+def test_the_live_page_is_served_at_the_root(service):
+    status, html = call(service, "GET", "/")
+    assert status == 200 and "<title>ResiliNet service</title>" in html and 'fetch("/status"' in html
+
+
+def test_a_non_loopback_host_gets_a_warning_and_loopback_none():
+    from resilinet.runtime.service import host_warning
+
+    assert host_warning("127.0.0.1") is None and host_warning("localhost") is None
+    assert "no authentication" in host_warning("0.0.0.0")
+
+
+def test_stopping_closes_idle_keep_alive_connections_and_logs_no_error(deployments, caplog):
+    import logging
+
+    model, router = deployments["resilinet"]
+    svc = Service(router, model.input_shape, port=0).start()
+    idle = []
+    for _ in range(3):   # connections that got one answer and wait for the next request (keep-alive)
+        conn = http.client.HTTPConnection(*svc.address, timeout=5)
+        conn.request("GET", "/status")
+        r = conn.getresponse()
+        assert r.status == 200 and r.read()
+        idle.append(conn)
+    with caplog.at_level(logging.ERROR):
+        svc.stop()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    for conn in idle:   # each connection was closed by the server
+        assert conn.sock.recv(4096) == b""
+        conn.close()

@@ -1,7 +1,8 @@
 """Open a page in headless Chromium and drive it through the DevTools protocol: collect its console
-errors and uncaught exceptions, evaluate JavaScript in it (clicks, reading the DOM). The explorer's
-test and its load-time benchmark use it; it needs the `websocket-client` package (test extra) and
-a `chromium` binary (Debian's package; `make` installs it when run as root).
+errors and uncaught exceptions, evaluate JavaScript in it (clicks, reading the DOM). Shared by the
+binding explorer's test and load-time benchmark and the ResiliNet service's live-page test; it
+needs the `websocket-client` package (test extra) and a `chromium` binary (Debian's package;
+`make` installs it when run as root). Chromium's DevTools port listens on loopback only.
 
     with HeadlessPage("file:///tmp/page/index.html#n=3") as page:
         page.wait_for("document.body.dataset.ready === '1'")
@@ -24,6 +25,16 @@ CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "chrome")
 
 def find_chromium() -> str | None:
     return next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+
+
+def unavailable() -> str | None:
+    """Why a headless page cannot be opened here (for a test's skip reason), or None."""
+    import importlib.util
+
+    if find_chromium() is None or importlib.util.find_spec("websocket") is None:
+        return (f"needs Chromium ({', '.join(CHROMIUM_NAMES)}; `make` installs Debian's chromium when run as "
+                f"root) and websocket-client (the test extra)")
+    return None
 
 
 class HeadlessPage:
@@ -98,6 +109,14 @@ class HeadlessPage:
         if "exceptionDetails" in res:
             raise RuntimeError(f"{expression!r} threw: {res['exceptionDetails'].get('exception', {}).get('description')}")
         return res["result"].get("value")
+
+    def screenshot(self, path: str | Path) -> Path:
+        """A PNG of the page as it is now (the window's size)."""
+        import base64
+
+        data = self.send("Page.captureScreenshot", {"format": "png"})["data"]
+        Path(path).write_bytes(base64.b64decode(data))
+        return Path(path)
 
     def wait_for(self, expression: str, timeout_s: float | None = None) -> None:
         deadline = time.monotonic() + (timeout_s or self.timeout_s)
