@@ -16,7 +16,6 @@ Input shapes follow the dataset: [B, 1, 28, 28] Fashion-MNIST, [B, 3, 32, 32] CI
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 MLP_PARTITIONS = {1: {"e": 1, "f2": 2, "f1": 3, "cloud": 4}, 2: {"e": 2, "f2": 3, "f1": 2, "cloud": 3}}

@@ -147,10 +147,13 @@ def _train_epoch(cfg: Config, state: _State, splits: Splits, failout: Failout | 
     model.train()
     perm = torch.from_numpy(step_rng(seed, epoch, stream=1).permutation(n))
     gen = torch.Generator().manual_seed(int(step_rng(seed, epoch, stream=2).integers(2**62)))
-    total, bar = 0.0, tqdm(range(math.ceil(n / bs)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                           disable=not progress)
-    for i in bar:
-        idx = perm[i * bs:(i + 1) * bs]
+    starts = list(range(0, n, bs))
+    if len(starts) > 1 and n - starts[-1] == 1:   # a lone last example breaks BatchNorm's batch statistics
+        starts.pop()
+    total, bar = 0.0, tqdm(list(zip(starts, starts[1:] + [n])), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                           leave=False, disable=not progress)
+    for lo, hi in bar:
+        idx = perm[lo:hi]
         xb, yb = splits.x_train[idx], splits.y_train[idx]
         if cfg.train.augment and xb.dim() == 4:
             xb = augment(xb, gen)
