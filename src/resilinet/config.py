@@ -12,14 +12,17 @@ impossible config never exists; `resilinet config --preset cpu` lists every fiel
 and meaning. A run directory records the sections that define its trained model
 (`TRAINED_SECTIONS`); runtime settings never make a trained run "different".
 
-Presets (the arch-specific parts follow `model.arch`, so `--preset paper model.arch=mobilenet`
-gives the CIFAR reference settings):
-- paper: spec section 4. Health MLP: mHealth, Adam 1e-3, batch 1024, 50 epochs. CNNs: CIFAR-10,
-  Adam 1e-3, batch 128, 75 epochs, rotation 30 / shift 0.2 / horizontal flip; ResNet adds L2 1e-4;
-  Keras parity (BN momentum 0.01, eps 1e-3, glorot/he init). Needs data.root for mHealth/CIFAR.
+Presets (the arch-specific parts follow `model.arch`, and `data.name=imagenet` under paper, so
+`--preset paper model.arch=mobilenet` gives the CIFAR reference settings):
+- paper: the official experiment (clearShallowAtEase Experiment/, docs/resilinet.md "Fidelity").
+  Health MLP: mHealth with the official preprocessing (legacy_mhealth), Adam 1e-3, batch 1024, 50
+  epochs. CNNs: CIFAR-10 scaled to [0, 1] only, Adam 1e-3, batch 128, 75 epochs, rotation 30 / shift
+  0.2 / horizontal flip; the official ResNet-18 adds L2 1e-4 on conv kernels; Keras parity (BN
+  momentum 0.01, eps 1e-3, glorot/he init). ImageNet: MobileNet 0.75 at 160 px, ImageNet strides, 10
+  epochs, batch 4096 (1024 x 4 GPUs). Needs data.root.
 - cpu: the embedded Fashion-MNIST, sized so `resilinet reproduce` finishes in ~10 min on 2 cores:
-  MLP on 12k flattened images, 5 epochs; CNNs on 4k images, 3 epochs, narrow (ResNet-18 width
-  0.125, MobileNet width 0.25 with ImageNet strides).
+  MLP on 12k flattened images, 5 epochs; CNNs on 4k images, 3 epochs, narrow (official ResNet-18 at
+  width 0.25, MobileNet width 0.25 with ImageNet strides).
 """
 from __future__ import annotations
 
@@ -243,6 +246,9 @@ def _paper(arch: str, dataset: str | None) -> Config:
                               l2=1e-4 if arch == "resnet18" else 0.0))
 
 
+CPU_RESNET_WIDTH = 0.25   # the official ResNet-18 at 1/4 width: about the cost per image of the preact variant at 0.125
+
+
 def _cpu(arch: str, dataset: str | None) -> Config:
     """Short schedules on Fashion-MNIST subsets; identical for every method (no per-method tuning)."""
     if arch == "mlp":
@@ -257,7 +263,6 @@ def _cpu(arch: str, dataset: str | None) -> Config:
                               l2=1e-4 if arch == "resnet18" else 0.0))
 
 
-CPU_RESNET_WIDTH = 0.25   # the official ResNet-18 at 1/4 width: about the cost per image of the preact variant at 0.125
 PRESETS: dict[str, Callable[[str, str | None], Config]] = {"paper": _paper, "cpu": _cpu}
 
 

@@ -14,7 +14,7 @@ from .topology import ANALYTIC_P_NO_PATH, pattern_probability, recorded_topology
 
 SETTINGS = ("no failure", "normal", "poor", "hazardous")
 ARCH_LABELS = {"mlp": "MLP chain (Health topology, flattened input)", "mobilenet": "MobileNet v1 (CNN topology)",
-               "resnet18": "ResNet-18 pre-activation (CNN topology)"}
+               "resnet18": "ResNet-18 (CNN topology; the official network unless model.resnet=preact)"}
 
 
 def _pm(values: list[float], pct: bool = True) -> str:
