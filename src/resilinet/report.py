@@ -195,9 +195,10 @@ def _ablation_rows(entries: list[tuple[RunSpec, dict]]) -> tuple[list[list[str]]
     for label in labels:
         mine = [(spec, r) for spec, r in entries if spec.label == label]
         cells = [[r["expected_accuracy"][s] for spec, r in mine if spec.setting in (None, s)] for s in SETTINGS]
-        models = len({spec.name for spec, _ in mine})
+        seeds = {spec.seed for spec, _ in mine}
+        models = len({spec.name for spec, _ in mine}) // len(seeds)
         rows.append([METHOD_LABELS.get(label, label)] + [_pm(c) if c else "—" for c in cells]
-                    + [str(models), "yes" if all(r["checks"]["inside_brackets"] for _, r in mine) else "NO"])
+                    + [f"{models} x {len(seeds)}", "yes" if all(r["checks"]["inside_brackets"] for _, r in mine) else "NO"])
         means[label] = [100 * mean_sd(c)[0] if c else float("nan") for c in cells]
     return rows, means
 
@@ -205,7 +206,7 @@ def _ablation_rows(entries: list[tuple[RunSpec, dict]]) -> tuple[list[list[str]]
 def _ablation_group(arch: str, group: str, entries: list[tuple[RunSpec, dict]], out: Path) -> list[str]:
     rows, means = _ablation_rows(entries)
     parts = [f"## {arch}: {group}\n\n{ABLATION_NOTES.get(group, '')}\n",
-             md_table(["variant"] + [f"{s} (%)" for s in SETTINGS] + ["runs", "inside brackets"], rows)]
+             md_table(["variant"] + [f"{s} (%)" for s in SETTINGS] + ["models x seeds", "inside brackets"], rows)]
     if group == "partition 2" and all(any(spec.label == m for spec, _ in entries) for m in ORDER):
         runs = {m: [r for spec, r in entries if spec.label == m] for m in ORDER}
         parts.append("Checks:\n\n" + "\n".join(ordering_check(runs, s) for s in ("poor", "hazardous")) + "\n")
