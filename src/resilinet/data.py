@@ -22,9 +22,9 @@ Datasets, their files and their splits (all random splits are deterministic for 
 
 Images are scaled to [0, 1] and then standardised per channel with the training split's mean and
 std; tabular features are standardised per feature the same way. `standardise=False` (the
-official CIFAR and ImageNet input, `--preset paper`) stops after the [0, 1] scaling. `limit` caps the training split
-(val and test shrink by the same factor) by a seeded subsample, for quick CPU runs; a smaller
-limit gives a subset of a larger one.
+official CIFAR and ImageNet input, `--preset paper`) stops after the [0, 1] scaling. `limit` caps
+the training split (val and test shrink by the same factor) by a seeded subsample, for quick CPU
+runs; a smaller limit gives a subset of a larger one.
 """
 from __future__ import annotations
 
