@@ -8,14 +8,14 @@ node's combined input to its output activation (the cloud's ends in class logits
   The IoT only senses: its body is the identity (x [B, F]).
 - MobileNet v1 (CNN topology: iot, e, f, cloud), width `alpha` (0.75 in the paper). CIFAR strides
   (`small_input=True`): the first conv and depthwise block 2 do not downsample.
-  IoT = first conv; edge = blocks 1-3; fog = blocks 4-8; cloud = blocks 9-13 + head.
-- ResNet-18 pre-activation (CNN topology). IoT = stem conv; edge = maxpool + stage 0;
-  fog = stage 1; cloud = stages 2-3 + head.
+  Partition 1 ("1-3-5-5", cnn_Vanilla_MobileNet.py:13): IoT = first conv; edge = blocks 1-3;
+  fog = blocks 4-8; cloud = blocks 9-13 + head. Partition 2 ("2-2-4-6"): IoT = first conv +
+  block 1; edge = blocks 2-3; fog = blocks 4-7; cloud = blocks 8-13 + head.
+- ResNet-18 (CNN topology), the official network and our earlier pre-activation variant: resnet.py.
 Input shapes follow the dataset: [B, 1, 28, 28] Fashion-MNIST, [B, 3, 32, 32] CIFAR, [B, F] tabular.
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 MLP_PARTITIONS = {1: {"e": 1, "f2": 2, "f1": 3, "cloud": 4}, 2: {"e": 2, "f2": 3, "f1": 2, "cloud": 3}}
@@ -23,7 +23,9 @@ MLP_PARTITIONS = {1: {"e": 1, "f2": 2, "f1": 3, "cloud": 4}, 2: {"e": 2, "f2": 3
 # (pointwise filters at width 1, stride) for the 13 depthwise-separable blocks of MobileNet v1.
 MOBILENET_BLOCKS = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1),
                     (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
-MOBILENET_CUTS = {"e": (0, 3), "f": (3, 8), "cloud": (8, 13)}  # block index ranges [lo, hi)
+# block index ranges [lo, hi) per node and partition; the IoT also holds the first conv
+MOBILENET_CUTS = {1: {"iot": (0, 0), "e": (0, 3), "f": (3, 8), "cloud": (8, 13)},
+                  2: {"iot": (0, 1), "e": (1, 3), "f": (3, 7), "cloud": (7, 13)}}
 
 
 def _dense_relu(n_in: int, n_out: int) -> list[nn.Module]:
@@ -58,8 +60,8 @@ class DepthwiseBlock(nn.Sequential):
         super().__init__(_conv_bn(c_in, c_in, 3, stride, groups=c_in), _conv_bn(c_in, c_out, 1, 1))
 
 
-def mobilenet_bodies(in_channels: int, n_classes: int, alpha: float = 0.75,
-                     small_input: bool = True, dropout: float = 1e-3) -> dict[str, nn.Module]:
+def mobilenet_bodies(in_channels: int, n_classes: int, alpha: float = 0.75, small_input: bool = True,
+                     dropout: float = 1e-3, partition: int = 1) -> dict[str, nn.Module]:
     def width(c: int) -> int:
         return max(1, int(c * alpha))
 
@@ -69,51 +71,16 @@ def mobilenet_bodies(in_channels: int, n_classes: int, alpha: float = 0.75,
             s = 1  # CIFAR variant: block 2 keeps the resolution
         blocks.append(DepthwiseBlock(c_in, width(c), s))
         c_in = width(c)
-    lo_hi = MOBILENET_CUTS
+    cut = {node: blocks[lo:hi] for node, (lo, hi) in MOBILENET_CUTS[partition].items()}
+    # [B, C, H, W] -> [B, 32a, H, W] (CIFAR strides) or [B, 32a, H/2, W/2]
+    first = _conv_bn(in_channels, width(32), 3, 1 if small_input else 2)
     return {
-        # [B, C, H, W] -> [B, 32a, H, W] (CIFAR strides) or [B, 32a, H/2, W/2]
-        "iot": _conv_bn(in_channels, width(32), 3, 1 if small_input else 2),
-        "e": nn.Sequential(*blocks[slice(*lo_hi["e"])]),   # -> [B, 128a, H, W] (CIFAR strides)
-        "f": nn.Sequential(*blocks[slice(*lo_hi["f"])]),   # -> [B, 512a, H/4, W/4]
-        "cloud": nn.Sequential(*blocks[slice(*lo_hi["cloud"])],  # -> [B, 1024a, H/8, W/8]
+        "iot": nn.Sequential(first, *cut["iot"]) if cut["iot"] else first,
+        "e": nn.Sequential(*cut["e"]),     # partition 1 -> [B, 128a, H, W] (CIFAR strides)
+        "f": nn.Sequential(*cut["f"]),     # partition 1 -> [B, 512a, H/4, W/4]
+        "cloud": nn.Sequential(*cut["cloud"],  # -> [B, 1024a, H/8, W/8]
                                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout),
                                nn.Linear(c_in, n_classes)),  # -> [B, n_classes]
-    }
-
-
-# -- ResNet-18, pre-activation --------------------------------------------------------------------
-class PreActBlock(nn.Module):
-    """BN -> ReLU -> conv3x3 -> BN -> ReLU -> conv3x3, plus identity (or 1x1 conv) shortcut."""
-
-    def __init__(self, c_in: int, c_out: int, stride: int):
-        super().__init__()
-        self.bn1, self.bn2 = nn.BatchNorm2d(c_in), nn.BatchNorm2d(c_out)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
-        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, bias=False)
-                         if stride != 1 or c_in != c_out else None)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = torch.relu(self.bn1(x))
-        short = self.shortcut(out) if self.shortcut is not None else x
-        out = self.conv1(out)
-        out = self.conv2(torch.relu(self.bn2(out)))
-        return out + short
-
-
-def _stage(c_in: int, c_out: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(PreActBlock(c_in, c_out, stride), PreActBlock(c_out, c_out, 1))
-
-
-def resnet18_bodies(in_channels: int, n_classes: int, width: float = 1.0) -> dict[str, nn.Module]:
-    c = [max(1, int(round(k * width))) for k in (64, 128, 256, 512)]
-    return {
-        "iot": nn.Conv2d(in_channels, c[0], 3, 1, 1, bias=False),           # -> [B, 64w, H, W]
-        "e": nn.Sequential(nn.MaxPool2d(3, 2, 1), _stage(c[0], c[0], 1)),  # -> [B, 64w, H/2, W/2]
-        "f": _stage(c[0], c[1], 2),                                         # -> [B, 128w, H/4, W/4]
-        "cloud": nn.Sequential(_stage(c[1], c[2], 2), _stage(c[2], c[3], 2),  # -> [B, 512w, H/16, .]
-                               nn.BatchNorm2d(c[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                               nn.Linear(c[3], n_classes)),                 # -> [B, n_classes]
     }
 
 

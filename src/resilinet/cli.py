@@ -32,10 +32,14 @@ Running the same command again resumes an interrupted run from its checkpoint.""
     "reproduce": """examples:
   resilinet reproduce --preset cpu --out runs/reproduce            # ~1 min on 2 cores (56 s measured)
   resilinet reproduce --preset cpu --out runs/r --seeds 0 train.epochs=2   # a quick look
-Writes OUT/report.md (tables, checks, figures), OUT/summary.json and OUT/runs/<run>/.""",
+  resilinet reproduce --preset paper --out runs/paper --cnn mobilenet data.root=/data/cifar   # needs both datasets
+Writes OUT/report.md (tables, checks, figures), OUT/summary.json and OUT/runs/<run>/.
+Seeds by default: cpu 0,1,2; paper the official number of runs (Health 10, CIFAR 1).""",
     "ablate": """examples:
-  resilinet ablate --preset cpu --out runs/ablate
-  resilinet ablate --preset cpu --out runs/ablate --only failout,skips --seeds 0""",
+  resilinet ablate --preset cpu --out runs/ablate                   # MLP chain and ResNet-18
+  resilinet ablate --preset cpu --out runs/ablate --only failout,skips --seeds 0 --cnn none
+Weight schemes 2-3 and variable failout train one model per reliability setting (official protocol).
+Seeds by default: cpu 0,1,2; paper the official number of runs (Health 10, CIFAR 1).""",
     "serve": """examples:
   resilinet serve --run runs/mlp-resilinet --host 127.0.0.1 --port 8100
   resilinet serve --run runs/mlp-resilinet runtime.batch_examples=0 runtime.hung_restart_s=5
@@ -131,18 +135,19 @@ def _add_studies(sub) -> None:
              "several seeds, evaluate each exactly, and write OUT/report.md with the per-pattern table, "
              "expected accuracy per setting (mean +- sd), the analytic brackets and figures."),
             ("ablate", "weight schemes, failout rates, skip subsets, partition 2; write report.md",
-             "The paper's ablations on the MLP chain (Health topology): hyperconnection weight schemes "
-             "1-4, failout survival rates (0.95, 0.9, 0.7, 0.5, variable), every subset of skip "
-             "hyperconnections, and partition 2 for all methods.")):
+             "The paper's ablations on the MLP chain (Health topology) and one CNN: hyperconnection weight "
+             "schemes 1-4 (2-3: one model per reliability setting), failout survival rates (0.95, 0.9, 0.7, "
+             "0.5, variable: one model per setting), every subset of skip hyperconnections, and partition 2 "
+             "for all methods.")):
         p = _command(sub, name, helptext, desc, EXAMPLES[name] + "\n\n" + _config_help())
         p.add_argument("--out", required=True, type=out_dir, help="output directory (re-running continues it)")
-        p.add_argument("--seeds", type=_seeds, default="0,1,2" if name == "reproduce" else "0,1",
-                       help="comma-separated seeds (default %(default)s)")
+        p.add_argument("--seeds", type=_seeds, default=None,
+                       help="comma-separated seeds (default: cpu and smoke 0,1,2; paper Health 0..9, CNN 0)")
         p.add_argument("--jobs", type=integer(1), default=2, help="runs trained in parallel, one thread each (default 2)")
-        if name == "reproduce":
-            p.add_argument("--cnn", choices=("mobilenet", "resnet18"), default="resnet18",
-                           help="the CNN trained beside the MLP chain (default resnet18)")
-        else:
+        cnns = ("mobilenet", "resnet18") if name == "reproduce" else ("mobilenet", "resnet18", "none")
+        p.add_argument("--cnn", choices=cnns, default="resnet18",
+                       help="the CNN studied beside the MLP chain (default resnet18)")
+        if name == "ablate":
             p.add_argument("--only", default=",".join(ABLATION_GROUPS),
                            help=f"comma-separated subset of: {', '.join(ABLATION_GROUPS)}")
         _add_common(p)
@@ -252,9 +257,10 @@ def _study_specs(args: argparse.Namespace, seeds: list[int], extra: tuple[str, .
         for g in groups:
             if g not in ABLATION_GROUPS:
                 raise UserError(f"--only: {g!r} is not one of {', '.join(ABLATION_GROUPS)}")
-        specs = [s for s in ablation_specs(args.preset, seeds, extra) if s.group in groups]
-    for s in specs[:1] + [s for s in specs if s.group != specs[0].group][:1]:
-        make_config(s.preset, list(s.overrides))  # fail fast on a bad override, before any training
+        archs = ["mlp"] + ([args.cnn] if args.cnn != "none" else [])
+        specs = [s for arch in archs for s in ablation_specs(args.preset, seeds, extra, arch) if s.group in groups]
+    for overrides in dict.fromkeys(s.overrides for s in specs):
+        make_config(specs[0].preset, list(overrides))  # fail fast on a bad override, before any training
     return specs
 
 
@@ -272,14 +278,15 @@ def cmd_experiments(args: argparse.Namespace) -> int:
     wall = time.time() - t0
     header = (f"# ResiliNet {args.command} (preset `{args.preset}`)\n\n"
               f"Command: `resilinet {' '.join(sys.argv[1:]) if sys.argv[0].endswith('resilinet') else args.command}`"
-              f"  \nSeeds: {seeds}; runs: {len(specs)}; jobs: {args.jobs}; wall time of this invocation: "
+              f"  \nSeeds: {seeds or 'preset default'}; runs: {len(set(s.name for s in specs))}; jobs: {args.jobs}; "
+              f"wall time of this invocation: "
               f"{wall:.0f} s (finished runs are not redone).  \n"
               f"Dataset: {next(iter(results.values()))['dataset'] if results else '?'}; "
               f"overrides: {list(extra) or 'none'}.\n")
     report = (reproduce_report if args.command == "reproduce" else ablation_report)(specs, results, out, header)
     atomic_write_json(out / "summary.json", {
         "command": args.command, "preset": args.preset, "seeds": seeds, "overrides": list(extra), "wall_s": wall,
-        "runs": {s.name: {"group": s.group, "label": s.label, "seed": s.seed,
+        "runs": {s.name: {"group": s.group, "label": s.label, "seed": s.seed, "arch": s.arch, "setting": s.setting,
                           "clean_accuracy": results[s.name]["clean_accuracy"],
                           "expected_accuracy": results[s.name]["expected_accuracy"],
                           "checks": results[s.name]["checks"]} for s in specs}})

@@ -12,14 +12,17 @@ impossible config never exists; `resilinet config --preset cpu` lists every fiel
 and meaning. A run directory records the sections that define its trained model
 (`TRAINED_SECTIONS`); runtime settings never make a trained run "different".
 
-Presets (the arch-specific parts follow `model.arch`, so `--preset paper model.arch=mobilenet`
-gives the CIFAR reference settings):
-- paper: spec section 4. Health MLP: mHealth, Adam 1e-3, batch 1024, 50 epochs. CNNs: CIFAR-10,
-  Adam 1e-3, batch 128, 75 epochs, rotation 30 / shift 0.2 / horizontal flip; ResNet adds L2 1e-4;
-  Keras parity (BN momentum 0.01, eps 1e-3, glorot/he init). Needs data.root for mHealth/CIFAR.
+Presets (the arch-specific parts follow `model.arch`, and `data.name=imagenet` under paper, so
+`--preset paper model.arch=mobilenet` gives the CIFAR reference settings):
+- paper: the official experiment (clearShallowAtEase Experiment/, docs/resilinet.md "Fidelity").
+  Health MLP: mHealth with the official preprocessing (legacy_mhealth), Adam 1e-3, batch 1024, 50
+  epochs. CNNs: CIFAR-10 scaled to [0, 1] only, Adam 1e-3, batch 128, 75 epochs, rotation 30 / shift
+  0.2 / horizontal flip; the official ResNet-18 adds L2 1e-4 on conv kernels; Keras parity (BN
+  momentum 0.01, eps 1e-3, glorot/he init). ImageNet: MobileNet 0.75 at 160 px, ImageNet strides, 10
+  epochs, batch 4096 (1024 x 4 GPUs). Needs data.root.
 - cpu: the embedded Fashion-MNIST, sized so `resilinet reproduce` finishes in ~10 min on 2 cores:
-  MLP on 12k flattened images, 5 epochs; CNNs on 4k images, 3 epochs, narrow (ResNet-18 width
-  0.125, MobileNet width 0.25 with ImageNet strides).
+  MLP on 12k flattened images, 5 epochs; CNNs on 4k images, 3 epochs, narrow (official ResNet-18 at
+  width 0.25, MobileNet width 0.25 with ImageNet strides).
 """
 from __future__ import annotations
 
@@ -47,15 +50,21 @@ def _at_least(section: object, prefix: str, names: tuple[str, ...], low: float) 
 
 @dataclass(frozen=True)
 class DataConfig:
-    name: Literal["fashion-mnist", "cifar10", "mhealth", "digits", "auto"] = field(
+    name: Literal["fashion-mnist", "cifar10", "mhealth", "imagenet", "digits", "auto"] = field(
         default="auto", metadata={"help": "dataset; auto = Fashion-MNIST if installed, else sklearn digits"})
-    root: str | None = field(default=None, metadata={"help": "data directory (needed for cifar10, mhealth)"})
+    root: str | None = field(default=None, metadata={"help": "data directory (needed for cifar10, mhealth, imagenet)"})
     limit: int | None = field(default=None, metadata={"help": "cap on training examples (val/test shrink alike)"})
-    legacy_mhealth: bool = field(default=False, metadata={"help": "original Health preprocessing (ints, dropped rows)"})
+    legacy_mhealth: bool = field(default=False, metadata={
+        "help": "the official Health preprocessing (ints, dropped first rows, no scaling)"})
+    standardise: bool = field(default=True, metadata={
+        "help": "standardise on the training split (false: images only scaled to [0, 1], as the official code)"})
+    image_size: int = field(default=160, metadata={"help": "imagenet: images resized to this many pixels square"})
 
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 10:
             raise UserError(f"data.limit must be >= 10 (or none), got {self.limit}")
+        if self.image_size < 8:
+            raise UserError(f"data.image_size must be >= 8, got {self.image_size}")
 
 
 @dataclass(frozen=True)
@@ -66,7 +75,12 @@ class ModelConfig:
         default="resilinet", metadata={"help": "how nodes combine their inputs (spec section 2)"})
     skips: str = field(default="all", metadata={
         "help": "skip hyperconnections: all, none, or e.g. 'iot-f2,f2-cloud' (ignored by vanilla)"})
-    partition: int = field(default=1, metadata={"help": "MLP layer split: 1 = 1,2,3,4; 2 = 2,3,2,3"})
+    partition: int = field(default=1, metadata={
+        "help": "layers per node: MLP 1 = 1,2,3,4 / 2 = 2,3,2,3 (edge..cloud); MobileNet blocks 1 = 1-3-5-5 / "
+                "2 = 2-2-4-6 (iot..cloud); ResNet-18 stages 1 = edge 0, fog 1, cloud 2-3 / 2 = edge 0-1, fog 2, cloud 3"})
+    resnet: Literal["official", "preact"] = field(default="official", metadata={
+        "help": "ResNet-18 variant: official (7x7/2 stem, stride 2 in every stage; the authors' Keras net) "
+                "or preact (3x3/1 stem, stage 0 at stride 1; ours before issue 17)"})
     hidden_units: int = field(default=250, metadata={"help": "MLP hidden width"})
     width: float = field(default=0.75, metadata={"help": "MobileNet alpha / ResNet channel multiplier"})
     small_input: bool = field(default=True, metadata={
@@ -89,9 +103,6 @@ class ModelConfig:
             raise UserError(f"model.weight_scheme must be 1, 2, 3 or 4, got {self.weight_scheme}")
         if self.partition not in (1, 2):
             raise UserError(f"model.partition must be 1 or 2, got {self.partition}")
-        if self.arch != "mlp" and self.partition != 1:
-            raise UserError("model.partition=2 is defined by the spec for the Health MLP only; "
-                            "the CNNs have one partition (spec section 1)")
         if self.width <= 0 or self.hidden_units < 1:
             raise UserError("model.width must be > 0 and model.hidden_units >= 1")
         topology = topology_for(self.arch)
@@ -138,7 +149,8 @@ class TrainConfig:
     epochs: int = field(default=50, metadata={"help": "training epochs"})
     batch_size: int = field(default=1024, metadata={"help": "mini-batch size"})
     lr: float = field(default=1e-3, metadata={"help": "Adam learning rate"})
-    l2: float = field(default=0.0, metadata={"help": "L2 loss term on conv/linear weights (ResNet: 1e-4)"})
+    l2: float = field(default=0.0, metadata={
+        "help": "L2 loss term on the nodes' conv kernels, as the official Keras ResNet (ResNet: 1e-4)"})
     augment: bool = field(default=False, metadata={"help": "rotation 30 / shift 0.2 / horizontal flip"})
     eval_batch_size: int = field(default=1024, metadata={"help": "batch size for evaluation"})
     threads: int = field(default=0, metadata={"help": "torch threads (0: leave torch's default)"})
@@ -224,23 +236,36 @@ def same_trained_model(a: Config, b: Config) -> bool:
 
 def run_config(saved: dict) -> Config:
     """A run's recorded sections (`trained_sections`) back as a Config; fields added since take
-    their defaults, and so does the runtime section."""
+    their defaults, and so does the runtime section. One exception: a ResNet-18 run recorded before
+    `model.resnet` existed was trained with the pre-activation variant."""
+    model = saved.get("model") or {}
+    if model.get("arch") == "resnet18" and "resnet" not in model:
+        saved = {**saved, "model": {**model, "resnet": "preact"}}
     return cfglib.from_dict(Config, saved)
 
 
-def _paper(arch: str) -> Config:
-    if arch == "mlp":
-        return Config(DataConfig(name="mhealth"), ModelConfig(arch="mlp"), FailoutConfig(),
+def _paper(arch: str, dataset: str | None) -> Config:
+    """The official experiment (clearShallowAtEase Experiment/common_*.py), per model."""
+    if arch == "mlp":   # common_MLP_health.py + data_handler_health.py
+        return Config(DataConfig(name="mhealth", legacy_mhealth=True), ModelConfig(arch="mlp"), FailoutConfig(),
                       TrainConfig(epochs=50, batch_size=1024, lr=1e-3))
     keras = dict(keras_init=True, bn_momentum=0.01, bn_eps=1e-3)
+    if dataset == "imagenet":   # common_CNN_imagenet.py: MobileNet 0.75, ImageNet strides, 160 px
+        model = ModelConfig(arch=arch, width=0.75 if arch == "mobilenet" else 1.0, small_input=False, **keras)
+        return Config(DataConfig(name="imagenet", standardise=False, image_size=160), model, FailoutConfig(),
+                      TrainConfig(epochs=10, batch_size=4096, lr=1e-3, augment=True, eval_batch_size=1024))
+    # common_CNN_cifar.py: images / 255 only, 75 epochs, batch 128, augmentation; ResNet L2 1e-4
     model = (ModelConfig(arch="mobilenet", width=0.75, **keras) if arch == "mobilenet"
-             else ModelConfig(arch="resnet18", width=1.0, **keras))
-    return Config(DataConfig(name="cifar10"), model, FailoutConfig(),
+             else ModelConfig(arch="resnet18", width=1.0, resnet="official", **keras))
+    return Config(DataConfig(name="cifar10", standardise=False), model, FailoutConfig(),
                   TrainConfig(epochs=75, batch_size=128, lr=1e-3, augment=True, eval_batch_size=500,
                               l2=1e-4 if arch == "resnet18" else 0.0))
 
 
-def _cpu(arch: str) -> Config:
+CPU_RESNET_WIDTH = 0.25   # the official ResNet-18 at 1/4 width: about the cost per image of the preact variant at 0.125
+
+
+def _cpu(arch: str, dataset: str | None) -> Config:
     """Short schedules on Fashion-MNIST subsets; identical for every method (no per-method tuning)."""
     if arch == "mlp":
         return Config(DataConfig(name="auto", limit=12000), ModelConfig(arch="mlp"), FailoutConfig(),
@@ -248,33 +273,38 @@ def _cpu(arch: str) -> Config:
     # The paper's widths take ~10x longer per image on this CPU; these keep the architectures and
     # the partition but shrink channels (and MobileNet uses ImageNet strides on 28x28 inputs).
     model = (ModelConfig(arch="mobilenet", width=0.25, small_input=False) if arch == "mobilenet"
-             else ModelConfig(arch="resnet18", width=0.125))
+             else ModelConfig(arch="resnet18", width=CPU_RESNET_WIDTH))
     return Config(DataConfig(name="auto", limit=4000), model, FailoutConfig(),
                   TrainConfig(epochs=3, batch_size=64, lr=2e-3, threads=1, eval_batch_size=500,
                               l2=1e-4 if arch == "resnet18" else 0.0))
 
 
-def _smoke(arch: str) -> Config:
+def _smoke(arch: str, dataset: str | None = None) -> Config:
     """Seconds for every command: the cpu preset's models on a few hundred examples, one epoch.
     For trying commands and for the tests; its accuracies mean little."""
-    cpu = _cpu(arch)
+    cpu = _cpu(arch, dataset)
     return dataclasses.replace(cpu, data=dataclasses.replace(cpu.data, limit=600 if arch == "mlp" else 300),
                                train=dataclasses.replace(cpu.train, epochs=1))
 
 
-PRESETS: dict[str, Callable[[str], Config]] = {"paper": _paper, "cpu": _cpu, "smoke": _smoke}
+PRESETS: dict[str, Callable[[str, str | None], Config]] = {"paper": _paper, "cpu": _cpu, "smoke": _smoke}
+
+
+def _preset_keys(overrides: list[str]) -> tuple[str, str | None]:
+    """The arch (default mlp) and dataset (default: the preset's) the overrides name."""
+    found = {"model.arch": "mlp", "data.name": None}
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key.strip() in found:
+            found[key.strip()] = value.strip()
+    if found["model.arch"] not in ARCHS:
+        raise UserError(f"model.arch: {found['model.arch']!r} is not one of {list(ARCHS)}")
+    return found["model.arch"], found["data.name"]
 
 
 def make_config(preset: str, overrides: list[str] | None = None) -> Config:
-    """Preset for the arch named in the overrides (default mlp), then every override applied."""
+    """Preset for the arch (and dataset) named in the overrides (default mlp), then every override applied."""
     overrides = list(overrides or [])
     if preset not in PRESETS:
         raise UserError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
-    arch = "mlp"
-    for item in overrides:
-        key, _, value = item.partition("=")
-        if key.strip() == "model.arch":
-            arch = value.strip()
-    if arch not in ARCHS:
-        raise UserError(f"model.arch: {arch!r} is not one of {list(ARCHS)}")
-    return cfglib.apply_overrides(PRESETS[preset](arch), overrides)
+    return cfglib.apply_overrides(PRESETS[preset](*_preset_keys(overrides)), overrides)

@@ -14,14 +14,17 @@ Datasets, their files and their splits (all random splits are deterministic for 
 - "mhealth": UCI MHEALTHDATASET, mHealth_subject{1..10}.log, whitespace-separated rows of 23
   sensor features and one activity label. Label 0 (null class) is dropped and activities 1..12
   become classes 0..11; the pooled rows are split at random 80/10/10.
+- "imagenet": ROOT/train/<class>/*.JPEG and ROOT/val/<class>/*.JPEG (imagenet.py), decoded with
+  Pillow and resized to `image_size`; val/ is the test split, 10% of train/ the validation split.
 - "digits": scikit-learn's bundled 8x8 digits (0..16 grey levels), random 80/10/10. A stand-in
   that needs no files.
 - "auto": fashion-mnist when its files are found, else digits (with a note on stderr).
 
 Images are scaled to [0, 1] and then standardised per channel with the training split's mean and
-std; tabular features are standardised per feature the same way. `limit` caps the training split
-(val and test shrink by the same factor) by a seeded subsample, for quick CPU runs; a smaller
-limit gives a subset of a larger one.
+std; tabular features are standardised per feature the same way. `standardise=False` (the
+official CIFAR and ImageNet input, `--preset paper`) stops after the [0, 1] scaling. `limit` caps
+the training split (val and test shrink by the same factor) by a seeded subsample, for quick CPU
+runs; a smaller limit gives a subset of a larger one.
 """
 from __future__ import annotations
 
@@ -38,10 +41,12 @@ import torch
 
 from lab.errors import UserError
 
+from .imagenet import load_imagenet
+
 if TYPE_CHECKING:
     from .config import Config
 
-DATASETS = ("fashion-mnist", "cifar10", "mhealth", "digits", "auto")
+DATASETS = ("fashion-mnist", "cifar10", "mhealth", "imagenet", "digits", "auto")
 
 # Debian's dataset-fashion-mnist installs to the first directory; the others are common places.
 FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist", "/usr/share/fashion-mnist",
@@ -290,20 +295,42 @@ def _random_split(x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
 def load_splits(cfg: Config, seed: int) -> Splits:
     """The splits a run's config names (the MLP chain reads images flattened)."""
     d = cfg.data
-    if d.root is None and d.name in ("mhealth", "cifar10"):
-        what = "the UCI MHEALTHDATASET folder" if d.name == "mhealth" else "CIFAR-10's binary batches"
-        raise UserError(f"data.name={d.name} needs data.root=DIR pointing at {what} "
+    if d.root is None and d.name in NEEDS_ROOT:
+        raise UserError(f"data.name={d.name} needs data.root=DIR pointing at {NEEDS_ROOT[d.name]} "
                         f"(or use --preset cpu for the embedded Fashion-MNIST)")
     return load_dataset(d.name, d.root, seed=seed, limit=d.limit, flatten=cfg.model.arch == "mlp",
-                        legacy_mhealth=d.legacy_mhealth)
+                        legacy_mhealth=d.legacy_mhealth, standardise=d.standardise, image_size=d.image_size)
+
+
+NEEDS_ROOT = {"mhealth": "the UCI MHEALTHDATASET folder", "cifar10": "CIFAR-10's binary batches",
+              "imagenet": "a folder with train/<class>/*.JPEG and val/<class>/*.JPEG"}
+
+
+def _read(name: str, root: str | None, rng: np.random.Generator, legacy_mhealth: bool, image_size: int,
+          limit: int | None):
+    """(train, val, test arrays), n_classes, source, pixel scale (None: tabular) of dataset `name`."""
+    if name == "fashion-mnist":
+        return _load_fashion_mnist(root, rng)
+    if name == "cifar10":
+        return _load_cifar10(root, rng)
+    if name == "mhealth":
+        return _load_mhealth(root, rng, legacy_mhealth)
+    if name == "imagenet":
+        if root is None:
+            raise UserError(f"imagenet needs a data directory (root): {NEEDS_ROOT['imagenet']}")
+        return (*load_imagenet(root, rng, image_size, limit), 255.0)
+    return _load_digits(rng)
 
 
 def load_dataset(name: str, root: str | None = None, *, seed: int = 0, limit: int | None = None,
-                 flatten: bool = False, legacy_mhealth: bool = False) -> Splits:
+                 flatten: bool = False, legacy_mhealth: bool = False, standardise: bool = True,
+                 image_size: int = 160) -> Splits:
     """Load `name` from `root` (see the module docstring for formats, splits and defaults).
 
     `limit` caps the training examples; `flatten` gives [N, F] features (for the MLP chain on
-    images); `legacy_mhealth` reproduces the original Health preprocessing (see _load_mhealth).
+    images); `legacy_mhealth` reproduces the original Health preprocessing (see _load_mhealth);
+    `standardise=False` leaves images in [0, 1] (the official CIFAR / ImageNet input) and tabular
+    features raw; `image_size` is ImageNet's side length after resizing.
     """
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
@@ -319,14 +346,7 @@ def load_dataset(name: str, root: str | None = None, *, seed: int = 0, limit: in
                   f"{_APT_HINT}", file=sys.stderr)
 
     split_rng, limit_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
-    if name == "fashion-mnist":
-        parts, n_classes, source, scale = _load_fashion_mnist(root, split_rng)
-    elif name == "cifar10":
-        parts, n_classes, source, scale = _load_cifar10(root, split_rng)
-    elif name == "mhealth":
-        parts, n_classes, source, scale = _load_mhealth(root, split_rng, legacy_mhealth)
-    else:
-        parts, n_classes, source, scale = _load_digits(split_rng)
+    parts, n_classes, source, scale = _read(name, root, split_rng, legacy_mhealth, image_size, limit)
 
     xs, ys = list(parts[0::2]), list(parts[1::2])  # [train, val, test]
     if min(len(y) for y in ys) == 0:
@@ -343,9 +363,8 @@ def load_dataset(name: str, root: str | None = None, *, seed: int = 0, limit: in
     if scale is not None:  # images: [0, 1], then per-channel standardisation on train
         for x in xs:
             x /= np.float32(scale)
-        _standardise(xs, axes=(0, 2, 3))
-    elif not (name == "mhealth" and legacy_mhealth):
-        _standardise(xs, axes=(0,))
+    if standardise and not (name == "mhealth" and legacy_mhealth):
+        _standardise(xs, axes=(0, 2, 3) if scale is not None else (0,))
     if flatten:
         xs = [x.reshape(len(x), -1) for x in xs]
 

@@ -22,10 +22,10 @@ from torch import nn
 
 from lab.errors import UserError
 
-from .backbones import (conv_projection, keras_init, linear_projection, mlp_bodies, mobilenet_bodies,
-                        resnet18_bodies, set_batchnorm)
+from .backbones import conv_projection, keras_init, linear_projection, mlp_bodies, mobilenet_bodies, set_batchnorm
 from .config import ModelConfig
 from .hyperconnections import METHODS, Alive, combine, hyperconnection_weights
+from .resnet import resnet18_bodies
 from .topology import INPUT, LOGITS, Topology, parse_skips, topology_for
 
 
@@ -125,8 +125,8 @@ def _bodies(cfg: ModelConfig, input_shape: tuple[int, ...], n_classes: int) -> d
     if len(input_shape) != 3:
         raise UserError(f"{cfg.arch} needs image input [C, H, W], got input shape {input_shape}")
     if cfg.arch == "mobilenet":
-        return mobilenet_bodies(input_shape[0], n_classes, cfg.width, cfg.small_input)
-    return resnet18_bodies(input_shape[0], n_classes, cfg.width)
+        return mobilenet_bodies(input_shape[0], n_classes, cfg.width, cfg.small_input, partition=cfg.partition)
+    return resnet18_bodies(input_shape[0], n_classes, cfg.width, cfg.resnet, cfg.partition)
 
 
 Shapes = dict[str, tuple[int, ...]]   # node -> per-example shape

@@ -47,7 +47,8 @@ def make_failout(cfg: Config, model: PartitionedModel) -> Failout | None:
 
 def augment(x: torch.Tensor, gen: torch.Generator, rotation_deg: float = 30.0, shift: float = 0.2) -> torch.Tensor:
     """Keras-style ImageDataGenerator(rotation_range=30, width/height_shift_range=0.2,
-    horizontal_flip=True) on a batch x [B, C, H, W], one random transform per image."""
+    horizontal_flip=True) on a batch x [B, C, H, W], one random transform per image. Pixels from
+    outside the image repeat the nearest edge pixel (Keras' default fill_mode="nearest")."""
     b = x.shape[0]
     angle = (torch.rand(b, generator=gen) * 2 - 1) * math.radians(rotation_deg)
     t = (torch.rand(b, 2, generator=gen) * 2 - 1) * shift * 2  # grid units span [-1, 1]
@@ -56,11 +57,14 @@ def augment(x: torch.Tensor, gen: torch.Generator, rotation_deg: float = 30.0, s
     theta = torch.stack([torch.stack([cos * flip, -sin, t[:, 0]], 1),
                          torch.stack([sin * flip, cos, t[:, 1]], 1)], 1)  # [B, 2, 3]
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
+    return F.grid_sample(x, grid, padding_mode="border", align_corners=False)
 
 
-def l2_term(model: torch.nn.Module) -> torch.Tensor:
-    return sum((p * p).sum() for n, p in model.named_parameters() if p.dim() > 1)
+def l2_term(model: PartitionedModel) -> torch.Tensor:
+    """sum of squared conv kernels of the node bodies: what the official ResNet's Keras
+    kernel_regularizer=l2(1e-4) covers (its dense head and skip projections are not regularised)."""
+    kernels = [m.weight for node in model.nodes.values() for m in node.body.modules() if isinstance(m, torch.nn.Conv2d)]
+    return sum((w * w).sum() for w in kernels)
 
 
 @dataclass
@@ -149,10 +153,13 @@ def _train_epoch(cfg: Config, state: _State, splits: Splits, failout: Failout | 
     model.train()
     perm = torch.from_numpy(step_rng(seed, epoch, stream=1).permutation(n))
     gen = torch.Generator().manual_seed(int(step_rng(seed, epoch, stream=2).integers(2**62)))
-    total, bar = 0.0, tqdm(range(math.ceil(n / bs)), desc=f"epoch {epoch + 1}/{cfg.train.epochs}", leave=False,
-                           disable=not progress)
-    for i in bar:
-        idx = perm[i * bs:(i + 1) * bs]
+    starts = list(range(0, n, bs))
+    if len(starts) > 1 and n - starts[-1] == 1:   # a lone last example breaks BatchNorm's batch statistics
+        starts.pop()
+    total, bar = 0.0, tqdm(list(zip(starts, starts[1:] + [n])), desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                           leave=False, disable=not progress)
+    for i, (lo, hi) in enumerate(bar):
+        idx = perm[lo:hi]
         xb, yb = splits.x_train[idx], splits.y_train[idx]
         if cfg.train.augment and xb.dim() == 4:
             xb = augment(xb, gen)

@@ -110,7 +110,8 @@ TABLE: dict[tuple[str, str, str], tuple[list[str], str]] = {
         "--seeds": (["-1", "x", "0,-2", "", ","], "--seeds {v}"),
         "--jobs": (COUNT, "--jobs {v}"),
     }.items()},
-    (R, "reproduce", "--cnn"): (CHOICE, "--cnn {v}"),
+    (R, "reproduce", "--cnn"): (CHOICE + ["none"], "--cnn {v}"),   # reproduce needs a CNN; ablate may skip it
+    (R, "ablate", "--cnn"): (CHOICE, "--cnn {v}"),
     (R, "ablate", "--only"): (["nope", "failout,nope"], "--out {tmp}/a --only {v}"),
     **{(R, cmd, flag): spec for cmd in ("serve", "chaos") for flag, spec in {
         "--run": (IN_DIR, "--run {v}"),

@@ -47,11 +47,11 @@ def test_bad_input_gives_one_clear_error(argv, message, capsys, tmp_path, monkey
     assert "Traceback" not in err and err.count("\n") == 1
 
 
-def test_bad_skip_name_and_cnn_partition_2_are_clear_errors(tmp_path, capsys):
+def test_bad_skip_name_and_partition_3_are_clear_errors(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "a"), "model.skips=iot-cloud", *TINY]) == 2
     assert "skip hyperconnection" in capsys.readouterr().err
-    assert main(["train", "--out", str(tmp_path / "b"), "model.arch=resnet18", "model.partition=2", *TINY]) == 2
-    assert "Health MLP only" in capsys.readouterr().err
+    assert main(["train", "--out", str(tmp_path / "b"), "model.arch=resnet18", "model.partition=3", *TINY]) == 2
+    assert "model.partition must be 1 or 2" in capsys.readouterr().err
 
 
 def test_a_diverging_run_stops_with_one_message_and_no_results(tmp_path, capsys):

@@ -11,12 +11,14 @@ from resilinet.hyperconnections import METHODS
 
 from resilinet_toys import toy_model, toy_splits
 
-CASES = [(arch, m) for arch in ("mlp", "resnet18", "mobilenet") for m in METHODS]
+CASES = [(arch, m, {}) for arch in ("mlp", "resnet18", "mobilenet") for m in METHODS]
+CASES += [(arch, m, {"partition": 2}) for arch in ("mlp", "resnet18", "mobilenet") for m in ("deepfogguard", "resilinet")]
+CASES += [("resnet18", m, {"resnet": "preact"}) for m in ("deepfogguard", "resilinet")]
 
 
-@pytest.mark.parametrize("arch,method", CASES)
-def test_exact_evaluation_agrees_with_brute_force(arch, method):
-    model = toy_model(arch, method, skips="all")
+@pytest.mark.parametrize("arch,method,kw", CASES)
+def test_exact_evaluation_agrees_with_brute_force(arch, method, kw):
+    model = toy_model(arch, method, skips="all", **kw)
     sp = toy_splits(image=arch != "mlp")
     exact = exact_pattern_accuracies(model, sp.x_test, sp.y_test, 0.25, batch_size=7)
     naive = naive_pattern_accuracies(model, sp.x_test, sp.y_test, 0.25, batch_size=7)

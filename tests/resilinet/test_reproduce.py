@@ -30,4 +30,6 @@ def test_ablate_one_group(tmp_path):
     out = tmp_path / "abl"
     assert main(["ablate", "--out", str(out), "--seeds", "0", "--jobs", "1", "--only", "partition 2", *TINY]) == 0
     report = (out / "report.md").read_text()
-    assert "## partition 2" in report and "ResiliNet+" in report
+    for arch in ("mlp", "resnet18"):   # the MLP chain and the CNN, each with the ordering check
+        section = report.split(f"## {arch}: partition 2")[1].split("## ")[0]
+        assert "ResiliNet+" in section and "hazardous: ResiliNet+ >= ResiliNet > deepFogGuard > vanilla" in section

@@ -61,8 +61,8 @@ def test_configs_are_frozen_and_validate_themselves():
     cfg = make_config("cpu", ["model.arch=resnet18"])
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.train.epochs = 3
-    with pytest.raises(UserError, match="Health MLP only"):
-        make_config("cpu", ["model.arch=mobilenet", "model.partition=2"])
+    with pytest.raises(UserError, match="model.resnet"):
+        make_config("cpu", ["model.arch=resnet18", "model.resnet=cifar"])
     with pytest.raises(UserError, match="runtime.hop_deadline_s"):
         RuntimeConfig(hop_deadline_s=0)
     # the runtime section never makes a trained model "different"
