@@ -100,6 +100,9 @@ def _dispatch(spec: SweepSpec, todo: list[tuple[Recipe, int, Path]], quiet: bool
                 bar.set_postfix_str(f"{recipe.name} seed {seed}: ID {res['id_accuracy']:.3f}")
             except ray.exceptions.RayTaskError as e:
                 failed.append(f"{recipe.name} seed {seed}: {str(e.cause).strip().splitlines()[-1]}")
+            except ray.exceptions.RayError as e:   # the worker itself died (killed, out of memory)
+                failed.append(f"{recipe.name} seed {seed}: {type(e).__name__}; its folder keeps the last "
+                              f"checkpoint, rerun the sweep to resume it")
             bar.update(1)
     for line in failed:
         print(f"failed: {line}", file=sys.stderr)
