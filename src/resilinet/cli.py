@@ -30,7 +30,7 @@ Running the same command again resumes an interrupted run from its checkpoint.""
   resilinet evaluate --run runs/mlp-resilinet --out runs/mlp-resilinet/evaluation.json
   resilinet evaluate --run runs/mlp-resilinet --out eval.json --mc-draws 20   # + Monte-Carlo""",
     "reproduce": """examples:
-  resilinet reproduce --preset cpu --out runs/reproduce            # ~1 min on 2 cores (56 s measured)
+  resilinet reproduce --preset cpu --out runs/reproduce            # ~2 min on 2 cores (128 s measured)
   resilinet reproduce --preset cpu --out runs/r --seeds 0 train.epochs=2   # a quick look
   resilinet reproduce --preset paper --out runs/paper --cnn mobilenet data.root=/data/cifar   # needs both datasets
 Writes OUT/report.md (tables, checks, figures), OUT/summary.json and OUT/runs/<run>/.
