@@ -135,3 +135,32 @@ def test_the_trend_extrapolates_only_a_slope_clearly_above_noise():
     t = trend(flat)
     assert abs(t["slope_per_10k"]) < 2 * t["slope_se"] and t["extrapolated_step_to_0.99"] is None
     assert trend(rising[:5])["slope_per_10k"] is None   # too few evaluations to say
+
+
+def test_a_worker_killed_mid_run_is_one_line_and_the_run_resumes_later(tmp_path):
+    spec_file = write(tmp_path, SWEEP.replace("train.max_steps=30", "train.max_steps=100000")
+                      .replace('[recipes.next-token]\noverrides = ["train.next_token_loss_weight=1"]\n', ""))
+    out = tmp_path / "sweep"
+    ray_tmp = tempfile.mkdtemp(prefix="rk", dir="/tmp")
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp}
+    proc = subprocess.Popen([sys.executable, "-m", "binding.cli", "sweep", str(spec_file), "--out", str(out),
+                             "--workers", "1", "--quiet"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        metrics = run_dir(out, "plain", 0) / "metrics.jsonl"
+        deadline = time.time() + 240
+        while not (metrics.exists() and metrics.stat().st_size) and time.time() < deadline:
+            time.sleep(0.5)
+        from lab.ray_local import session_pids   # this sweep's Ray processes only, not another cluster's
+
+        workers = [p for p in session_pids(proc.pid) if p in _processes_mentioning("ray::_train_one")]
+        assert workers, "no training worker found"
+        for pid in workers:
+            os.kill(pid, 9)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        assert "failed: plain seed 0: " in err and "rerun the sweep to resume it" in err
+    finally:
+        proc.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert metrics.exists() and not (run_dir(out, "plain", 0) / "results.json").exists()
