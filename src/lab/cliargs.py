@@ -99,24 +99,24 @@ def out_file(text: str) -> str:
     return text
 
 
-def in_dir(text: str) -> str:
-    """A folder that must exist (a run to read)."""
+def _existing(text: str, folder: bool) -> str:
     path = _path(text)
     if not path.exists():
         raise argparse.ArgumentTypeError(f"{text} not found")
-    if not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a file; a folder is wanted")
+    if path.is_dir() != folder:
+        raise argparse.ArgumentTypeError(f"{text} is a {'file' if folder else 'folder'}; a "
+                                         f"{'folder' if folder else 'file'} is wanted")
     return text
+
+
+def in_dir(text: str) -> str:
+    """A folder that must exist (a run to read)."""
+    return _existing(text, folder=True)
 
 
 def in_file(text: str) -> str:
     """A file that must exist."""
-    path = _path(text)
-    if not path.exists():
-        raise argparse.ArgumentTypeError(f"{text} not found")
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a folder; a file is wanted")
-    return text
+    return _existing(text, folder=False)
 
 
 def int_range(least: int = 1) -> Callable[[str], tuple[int, int]]:
