@@ -154,9 +154,10 @@ def plan_stage(cfg: BindingConfig, stage: Stage, index: int = 0, parent: Path | 
         return Plan(stage, index, None, schedule, cap, tc.extra_steps, True)
     cap = matched_steps if stage.fixed_steps == MATCH_LONGEST else stage.fixed_steps or cur.stage_max_steps
     lr = cur.mix_stage_lr if stage.mode == "mix" and cur.mix_stage_lr else cur.stage_lr
+    extra = (stage.expand and cur.expand_extra_steps) or cur.stage_extra_steps
     schedule = Schedule(lr, cur.stage_warmup_steps, cur.stage_min_lr_ratio, cur.stage_decay_steps or cap,
-                        cur.stage_extra_steps if cur.stage_cooldown else 0)
-    return Plan(stage, index, Path(parent), schedule, cap, cur.stage_extra_steps, cur.stage_aids)
+                        extra if cur.stage_cooldown else 0)
+    return Plan(stage, index, Path(parent), schedule, cap, extra, cur.stage_aids)
 
 
 def decays_over_stage(cur: CurriculumConfig) -> bool:

@@ -17,6 +17,7 @@ from binding.expand import expand_state, old_token_ids, retokenize
 from binding.model import Transformer
 from binding.run import load_trained
 from binding.task import TaskConfig, Vocab, sample_batch
+from binding.train import Stage, plan_stage
 from lab.config import apply_overrides
 from lab.errors import UserError
 
@@ -116,3 +117,18 @@ def test_any_main_regime_can_end_with_the_expansion_and_others_are_named():
     assert [s.tag for s in regime_stages("noise-text+expand", cur)][-1] == "text-expand"
     with pytest.raises(UserError, match="unknown regime 'bogus\\+expand'"):
         regime_stages("bogus+expand", cur)
+
+
+def test_the_expansion_stage_settles_for_its_own_extra_steps(tmp_path):
+    """curriculum.expand_extra_steps: the larger task trains (and cools down) longer after its
+    threshold holds; every other later stage keeps stage_extra_steps; 0 falls back to it."""
+    cfg = apply_overrides(SMOKE, ["curriculum.stage_extra_steps=10", "curriculum.expand_extra_steps=30",
+                                  "curriculum.stage_cooldown=true"])
+    expand, noise = regime_stages("text-only+expand", cfg.curriculum)[-1], Stage("noise")
+    plans = {s.tag: plan_stage(cfg, s, 1, parent=tmp_path) for s in (expand, noise)}
+    assert {t: (p.extra_steps, p.schedule.cooldown_steps) for t, p in plans.items()} == {
+        "text-expand": (30, 30), "noise": (10, 10)}
+    fallback = apply_overrides(cfg, ["curriculum.expand_extra_steps=0"])
+    assert plan_stage(fallback, expand, 1, parent=tmp_path).extra_steps == 10
+    with pytest.raises(UserError, match="expand_extra_steps must be >= 0"):
+        apply_overrides(cfg, ["curriculum.expand_extra_steps=-1"])
