@@ -10,7 +10,8 @@ process (issue 19: HTTP on a well-kept ASGI stack instead of a hand-written serv
 
 Every error is {"error": "..."} with its status: 404 for an unknown path, 405 with an `Allow`
 header for a wrong method (HEAD is allowed wherever GET is), 411 / 413 before the body is read
-(the connection is then closed), and what the service raises (400, 413, 503). A request line or
+(the connection is then closed), and what the service raises (400, 413, 503); anything else it
+raises is a 500 that names the exception (its trace goes to stderr). A request line or
 headers that are not HTTP get uvicorn's 400. The socket is bound by the caller (`bind`), so a busy
 port is found before anything else starts.
 """
@@ -18,7 +19,9 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 import threading
+import traceback
 from importlib import resources
 
 import uvicorn
@@ -103,6 +106,9 @@ def build_app(service) -> Starlette:
             out = await service.predict(body, request.headers.get("content-type", ""), request.query_params)
         except HttpError as e:
             return error(e.status, str(e), e.close)
+        except Exception as e:   # a fault of ours, not of the request: one JSON line, the trace in the log
+            traceback.print_exc(file=sys.stderr)
+            return error(500, f"internal error while answering: {type(e).__name__}: {e}; the request may be retried")
         return Response(out, media_type="application/json")
 
     async def http_exception(request: Request, exc: HTTPException) -> Response:

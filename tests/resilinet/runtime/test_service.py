@@ -292,3 +292,37 @@ def test_stopping_closes_idle_keep_alive_connections_and_logs_no_error(deploymen
     for conn in idle:   # each connection was closed by the server
         assert conn.sock.recv(4096) == b""
         conn.close()
+
+
+def test_a_fault_inside_the_service_is_a_json_500_and_the_server_keeps_answering(capfd):
+    """Anything the service raises that is not an HttpError (a bug, a Ray error nobody mapped) is
+    answered with a 500 naming it, never a bare traceback page, and the next request is served."""
+    from resilinet.runtime.http_app import HttpThread, bind, build_app
+
+    class Faulty:
+        max_body_bytes, codes = 1 << 10, []
+
+        def count_answer(self, status):
+            self.codes.append(status)
+
+        async def predict(self, body, content_type, query):
+            if body == b"boom":
+                raise KeyError("no actor named 'f9'")
+            return b'{"predictions": []}'
+
+    fake = Faulty()
+    server = HttpThread(build_app(fake), bind("127.0.0.1", 0)).start()
+    try:
+        answers = []
+        for body in (b"boom", b"{}"):
+            conn = http.client.HTTPConnection("127.0.0.1", server.sock.getsockname()[1], timeout=10)
+            conn.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            answers.append((r.status, json.loads(r.read())))
+            conn.close()
+    finally:
+        server.stop()
+    assert answers[0] == (500, {"error": "internal error while answering: KeyError: \"no actor named 'f9'\"; "
+                                         "the request may be retried"})
+    assert answers[1] == (200, {"predictions": []}) and fake.codes == [500, 200]
+    assert "KeyError" in capfd.readouterr().err
