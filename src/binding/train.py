@@ -154,6 +154,7 @@ def plan_stage(cfg: BindingConfig, stage: Stage, index: int = 0, parent: Path | 
         return Plan(stage, index, None, schedule, cap, tc.extra_steps, True)
     cap = matched_steps if stage.fixed_steps == MATCH_LONGEST else stage.fixed_steps or cur.stage_max_steps
     lr = cur.mix_stage_lr if stage.mode == "mix" and cur.mix_stage_lr else cur.stage_lr
+    lr = (stage.expand and cur.expand_lr) or lr
     extra = (stage.expand and cur.expand_extra_steps) or cur.stage_extra_steps
     schedule = Schedule(lr, cur.stage_warmup_steps, cur.stage_min_lr_ratio, cur.stage_decay_steps or cap,
                         extra if cur.stage_cooldown else 0)

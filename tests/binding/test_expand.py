@@ -119,16 +119,22 @@ def test_any_main_regime_can_end_with_the_expansion_and_others_are_named():
         regime_stages("bogus+expand", cur)
 
 
-def test_the_expansion_stage_settles_for_its_own_extra_steps(tmp_path):
-    """curriculum.expand_extra_steps: the larger task trains (and cools down) longer after its
-    threshold holds; every other later stage keeps stage_extra_steps; 0 falls back to it."""
+def test_the_expansion_stage_has_its_own_rate_and_extra_steps(tmp_path):
+    """curriculum.expand_lr / expand_extra_steps: the expansion (also one that continues a mix)
+    learns at its own rate and trains (and cools down) longer after its threshold holds; every
+    other later stage keeps its mode's rate and stage_extra_steps; 0 falls back to those."""
     cfg = apply_overrides(SMOKE, ["curriculum.stage_extra_steps=10", "curriculum.expand_extra_steps=30",
-                                  "curriculum.stage_cooldown=true"])
-    expand, noise = regime_stages("text-only+expand", cfg.curriculum)[-1], Stage("noise")
-    plans = {s.tag: plan_stage(cfg, s, 1, parent=tmp_path) for s in (expand, noise)}
-    assert {t: (p.extra_steps, p.schedule.cooldown_steps) for t, p in plans.items()} == {
-        "text-expand": (30, 30), "noise": (10, 10)}
-    fallback = apply_overrides(cfg, ["curriculum.expand_extra_steps=0"])
-    assert plan_stage(fallback, expand, 1, parent=tmp_path).extra_steps == 10
-    with pytest.raises(UserError, match="expand_extra_steps must be >= 0"):
-        apply_overrides(cfg, ["curriculum.expand_extra_steps=-1"])
+                                  "curriculum.stage_cooldown=true", "curriculum.stage_lr=1e-3",
+                                  "curriculum.mix_stage_lr=5e-4", "curriculum.expand_lr=2e-3"])
+    mix_expand = regime_stages("image-text+expand", cfg.curriculum)[-1]
+    stages = [mix_expand, Stage("mix", 0.2), Stage("noise")]
+    plans = {s.tag: plan_stage(cfg, s, 1, parent=tmp_path) for s in stages}
+    assert {t: (p.schedule.lr, p.extra_steps, p.schedule.cooldown_steps) for t, p in plans.items()} == {
+        "mix20-expand": (2e-3, 30, 30), "mix20": (5e-4, 10, 10), "noise": (1e-3, 10, 10)}
+    fallback = apply_overrides(cfg, ["curriculum.expand_extra_steps=0", "curriculum.expand_lr=0"])
+    plan = plan_stage(fallback, mix_expand, 1, parent=tmp_path)
+    assert (plan.schedule.lr, plan.extra_steps) == (5e-4, 10)
+    for bad, message in (("expand_extra_steps=-1", "expand_extra_steps must be >= 0"),
+                         ("expand_lr=-1", "expand_lr >= 0")):
+        with pytest.raises(UserError, match=message):
+            apply_overrides(cfg, [f"curriculum.{bad}"])
