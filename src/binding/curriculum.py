@@ -43,6 +43,7 @@ import dataclasses
 from pathlib import Path
 
 from lab.checkpoint import checkpoint_exists
+from lab.device import set_threads
 from lab.errors import UserError
 from lab.io import atomic_write_bytes, atomic_write_json, dumps
 from lab.rundir import MetricsLog
@@ -102,6 +103,9 @@ def ensure_encoder(cfg: BindingConfig, cache_dir: Path, seed: int = 0, quiet: bo
         return cfg
     cache_dir = Path(cache_dir)
     if not checkpoint_exists(encoder_stem(cache_dir)):
+        # the run's thread count, as its stages train: float sums depend on it, and the encoder
+        # must be the same whether `binding reproduce` (one thread per job) or a shell started it
+        set_threads(cfg.train.threads)
         pretrain_encoder(cur.encoder.kind, cur.render, cur.encoder_pretrain_steps, cache_dir, seed,
                          log=None if quiet else print)
     encoder = dataclasses.replace(cur.encoder, path=str(cache_dir))

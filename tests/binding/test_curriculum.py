@@ -144,6 +144,26 @@ def test_embedded_cnn_encoder_is_pretrained_once_and_frozen(tmp_path):
     assert model_inputs(cb, D, side, "cpu")["input_embeds"].shape == (4, cb.tokens.shape[1], D)
 
 
+ENCODER_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+from binding.config import make_config
+from binding.curriculum import ensure_encoder
+ensure_encoder(make_config("cpu", ["curriculum.encoder_pretrain_steps=5"]), Path(sys.argv[1]))
+"""
+
+
+def test_the_pretrained_encoder_is_the_same_whatever_threads_the_process_started_with(tmp_path):
+    """`binding reproduce` runs its jobs with one thread, a shell's `binding curriculum` with
+    torch's default: the encoder (and so every image stage) must not depend on which started it."""
+    blobs = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        subprocess.run([sys.executable, "-c", ENCODER_IN_A_PROCESS, str(tmp_path / threads)], check=True, env=env)
+        blobs.append((tmp_path / threads / "encoder.safetensors").read_bytes())
+    assert blobs[0] == blobs[1]
+
+
 def test_curriculum_stage_order_and_shared_text_stage(tmp_path):
     table = regimes(CUR)
     assert [s.mode for s in table["noise-image-text"]] == ["text", "noise", "image", "mix"]
