@@ -31,10 +31,11 @@ Stage directories nest by prefix, so regimes that share a prefix share its stage
 
 Every stage runs through the one stage trainer (train.py, `train_stage`): the first trains from
 scratch with the run config's train section (and its training aids); later stages use the
-curriculum's stage_lr (a mix stage: mix_stage_lr) with a short warmup, then a constant rate or a
-cosine decay (stage_min_lr_ratio, stage_decay_steps; with stage_cooldown the rate goes to its
-floor over the extra steps once the threshold holds), and the run's training aids until their own
-threshold holds (`stage_aids`). Every stage is resumable exactly as `binding train` is. The headline of every regime is the text-only evaluation per N of
+curriculum's stage_lr (a mix stage: mix_stage_lr; the expansion: expand_lr) with a short warmup,
+then a constant rate or a cosine decay (stage_min_lr_ratio, stage_decay_steps; with stage_cooldown
+the rate goes to its floor over the extra steps once the threshold holds; the expansion's are
+expand_extra_steps), and the run's training aids until their own threshold holds (`stage_aids`).
+Every stage is resumable exactly as `binding train` is. The headline of every regime is the text-only evaluation per N of
 its final model.
 """
 from __future__ import annotations
