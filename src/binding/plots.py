@@ -1,6 +1,7 @@
 """Figures of the binding study: accuracy against N, with the ID/OOD boundary marked."""
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from matplotlib.ticker import MaxNLocator
@@ -24,7 +25,7 @@ def plot_accuracy_by_n(curves: dict[str, dict], path: str | Path, title: str = "
     ax.set_ylabel("exact-match accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.set_title(title or "text-only accuracy by context size")
+    ax.set_title(textwrap.fill(title or "text-only accuracy by context size", 70))   # long titles wrap, not clip
     if len(curves) > 1:
         ax.legend(fontsize=8)
     return save_figure(fig, path)
