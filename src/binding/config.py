@@ -169,8 +169,11 @@ class CurriculumConfig:
         self.validate()
 
     def validate(self) -> "CurriculumConfig":
-        if self.stage_lr <= 0 or self.mix_stage_lr < 0 or self.expand_lr < 0:
-            raise UserError("curriculum.stage_lr must be > 0, and mix_stage_lr and expand_lr >= 0 (0 = stage_lr)")
+        if self.stage_lr <= 0:
+            raise UserError(f"curriculum.stage_lr must be > 0, got {self.stage_lr}")
+        for name in ("mix_stage_lr", "expand_lr"):
+            if getattr(self, name) < 0:
+                raise UserError(f"curriculum.{name} must be >= 0 (0 = the stage's usual rate), got {getattr(self, name)}")
         if not 0.0 < self.stage_min_lr_ratio <= 1.0 or self.stage_decay_steps < 0:
             raise UserError("curriculum.stage_min_lr_ratio must be in (0, 1] and stage_decay_steps >= 0")
         if self.expand_extra_steps < 0:

@@ -42,7 +42,7 @@ def test_train_then_evaluate_writes_the_results_schema(tmp_path):
     (["curriculum", "--preset", "smoke", "--regime", "noise-text", "--out", "X", "curriculum.stage_min_lr_ratio=0"],
      "curriculum.stage_min_lr_ratio must be in (0, 1]"),
     (["curriculum", "--preset", "smoke", "--regime", "noise-text", "--out", "X", "curriculum.mix_stage_lr=-1"],
-     "mix_stage_lr >= 0"),
+     "curriculum.mix_stage_lr must be >= 0"),
     (["curriculum", "--preset", "smoke", "--regime", "noise-text", "--out", "X", "--follow"],
      "--follow applies only to text-only-equal-compute"),
     (["curriculum", "--preset", "smoke", "--regime", "text-only-equal-compute", "--out", "X"],

@@ -135,6 +135,6 @@ def test_the_expansion_stage_has_its_own_rate_and_extra_steps(tmp_path):
     plan = plan_stage(fallback, mix_expand, 1, parent=tmp_path)
     assert (plan.schedule.lr, plan.extra_steps) == (5e-4, 10)
     for bad, message in (("expand_extra_steps=-1", "expand_extra_steps must be >= 0"),
-                         ("expand_lr=-1", "expand_lr >= 0")):
+                         ("expand_lr=-1", "expand_lr must be >= 0")):
         with pytest.raises(UserError, match=message):
             apply_overrides(cfg, [f"curriculum.{bad}"])
