@@ -48,6 +48,7 @@ def summarize_seed_dirs(seed_dirs: list[Path]) -> list[dict]:
             "ood_accuracy_mean": ood_mean, "ood_accuracy_sd": ood_sd,
             "ood_accuracy_by_seed": {str(r["seed"]): r["ood_accuracy"] for r in runs},
             "accuracy_by_n_mean": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[0] for n in ns},
+            "accuracy_by_n_sd": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[1] for n in ns},
             "total_steps_mean": mean_sd([r["total_steps"] for r in runs])[0],
             # a fixed-length stage (tag "text+3600" or "text+longest") has no threshold to miss
             "stages": [[(st["stage"], st["steps"], st["reached_threshold"] or "+" in st["stage"]) for st in r["stages"]]
@@ -95,6 +96,7 @@ def write_report(out: Path, table: list[dict], preset: str, wall_s: float | None
             + md_table(["regime", "OOD N", "ours: text OOD % (mean +- sd)", "paper: text OOD %", "ours: text ID %",
                         "steps", "stages (steps; * = threshold not reached)"], rows)
             + "".join(f"\n{_ratio_line(r)}\n" for r in (effect_ratio(table), effect_ratio(table, *EXPANDED_PAIR)) if r)
+            + "\n" + ood_by_n_table(table)
             + f"\n![accuracy by N]({png.name})\n"
             + (f"\nWall time of this `binding reproduce` call: {wall_s:.0f} s (stages finished by an earlier "
                f"call are reused, not retrained; each stage's own train_seconds is in its results.json).\n"
@@ -102,6 +104,24 @@ def write_report(out: Path, table: list[dict], preset: str, wall_s: float | None
             + (f"\n{mechanism}" if mechanism else ""))
     (out / "report.md").write_text(text)
     return out / "report.md"
+
+
+def ood_by_n_table(table: list[dict]) -> str:
+    """Text accuracy per OOD N, mean +- sd over seeds, a row per regime ('-' where a regime's
+    OOD range does not reach that N): where a regime gains or loses, not only how much on average."""
+    ns = sorted({int(n) for e in table for n in e["accuracy_by_n_mean"] if int(n) > e["id_range"][1]})
+    rows = []
+    for e in table:
+        cells = []
+        for n in map(str, ns):
+            if n not in e["accuracy_by_n_mean"]:
+                cells.append("-")
+            else:
+                sd = f" +- {e['accuracy_by_n_sd'][n]:.3f}" if len(e["seeds"]) > 1 else ""
+                cells.append(f"{e['accuracy_by_n_mean'][n]:.3f}{sd}")
+        rows.append([e["regime"], str(len(e["seeds"]))] + cells)
+    return ("Text accuracy by OOD N (mean +- sd over seeds):\n\n"
+            + md_table(["regime", "seeds"] + [f"N {n}" for n in ns], rows))
 
 
 def _ratio_line(r: dict) -> str:

@@ -107,7 +107,9 @@ def test_combine_makes_one_table_over_the_seeds_of_several_folders(tmp_path):
     assert ratio["ratio"] == pytest.approx(2.0 / 1.5) and ratio["per_seed"] == pytest.approx([1.5, 1.6, 1.0])
     assert 1.0 <= ratio["p5"] <= ratio["ratio"] <= ratio["p95"] <= 1.6
     assert json.loads((tmp_path / "all" / "table.json").read_text())[0]["regime"] == "text-only"
-    assert "**1.33x** over 3 seed(s)" in (tmp_path / "all" / "report.md").read_text()
+    text = (tmp_path / "all" / "report.md").read_text()
+    assert "**1.33x** over 3 seed(s)" in text
+    assert "| text-only | 3 | 0.500 +- 0.100 |" in text and "| image-text | 3 | 0.667 +- 0.115 |" in text   # per OOD N
 
 
 def test_combine_rejects_a_seed_in_two_folders_and_a_folder_without_seeds(tmp_path):
