@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 
 from lab import config as cfglib
-from lab.cliargs import Parser, in_dir, in_file, int_range, integer, out_dir, out_file, torch_device
+from lab.cliargs import Parser, in_dir, in_file, int_range, integer, number, out_dir, out_file, torch_device
 from lab.device import set_threads
 from lab.errors import UserError, run_cli
 from lab.io import atomic_write_json
@@ -180,7 +180,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
     cfg = _config(args).check_curriculum()  # bad overrides fail here, not in every job
     table = reproduce(args.preset, args.out, args.seeds, args.overrides, args.workers, quiet=args.quiet,
                       analysis=not args.no_analysis, first_seed=args.first_seed, analyze=cfg.analyze,
-                      ray=args.ray, address=args.address)
+                      ray=args.ray, address=args.address, gpus_per_task=args.gpus_per_task)
     for e in table:
         print(f"{e['regime']:>24}: text OOD {e['ood_accuracy_mean']:.4f} +- {e['ood_accuracy_sd']:.4f}  "
               f"ID {e['id_accuracy_mean']:.4f}  (paper's OOD {_paper(e['paper_ood_accuracy'])})")
@@ -319,6 +319,8 @@ def _add_curriculum_commands(sub) -> None:
                     help="run the jobs as Ray tasks on a local loopback cluster of --workers CPUs")
     sp.add_argument("--address", default=None,
                     help="run the jobs as Ray tasks on this existing cluster (its machines must share --out)")
+    sp.add_argument("--gpus-per-task", type=number(0.0), default=0.0,
+                    help="with --ray/--address: share of a GPU each job asks (needed with train.device=cuda)")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_reproduce)
 
@@ -336,6 +338,8 @@ def _add_sweep_command(sub) -> None:
     sp.add_argument("--out", required=True, type=out_dir, help="folder: OUT/RECIPE/seedS per run, summary.md, id_accuracy.png")
     sp.add_argument("--workers", type=integer(0), default=0, help="CPUs of the local Ray cluster (0 = this machine's cores)")
     sp.add_argument("--address", default=None, help="an existing Ray cluster (host:port) instead of a local one")
+    sp.add_argument("--gpus-per-task", type=number(0.0), default=0.0,
+                    help="share of a GPU each run asks of Ray (needed with train.device=cuda; 0.25 = four runs a GPU)")
     sp.add_argument("--report-only", action="store_true", help="only write the summary of what the runs have reached")
     sp.add_argument("--quiet", action="store_true")
     sp.set_defaults(func=cmd_sweep)
@@ -348,7 +352,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     path = write_summary(spec, args.out) if args.report_only and Path(args.out).is_dir() else None
     if args.report_only and path is None:
         raise UserError(f"--report-only: {args.out} is not a sweep folder yet")
-    path = path or sweep.run_sweep(spec, args.out, args.workers, args.address, Path(args.file), args.quiet)
+    path = path or sweep.run_sweep(spec, args.out, args.workers, args.address, Path(args.file), args.quiet,
+                                   args.gpus_per_task)
     print(f"-> {path}")
 
 

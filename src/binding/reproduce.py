@@ -10,7 +10,8 @@ one's total is known (`--follow`, binding/longest.py), so it trains alongside th
 alone at the end. With `--ray` (a local cluster on loopback) or `--address` (an existing Ray
 cluster whose machines share OUT's file system) each job is the same command run as a Ray task
 asking one CPU (the follower none: it runs beside the workers, as locally), so a cluster runs
-regimes x seeds in parallel, as `binding sweep` runs recipes. Each regime's mechanism analysis is a job of its own, run once the regime is
+regimes x seeds in parallel, as `binding sweep` runs recipes; with `train.device=cuda` each job
+also asks `--gpus-per-task` of a GPU and Ray pins it to one. Each regime's mechanism analysis is a job of its own, run once the regime is
 trained, on a worker the training leaves idle (`binding curriculum --analyze`). Regimes that
 share a prefix share its stage folders, so the text stage is trained once per seed. The embedded
 encoder is pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are
@@ -37,6 +38,7 @@ from pathlib import Path
 from lab.errors import UserError
 from lab.io import atomic_write_json
 
+from .config import make_config
 from .curriculum import MAIN_TEXT
 from .report import REGIME_ORDER, summarize, write_report
 
@@ -127,17 +129,24 @@ def _run_logged(cmd: list[str], log_path: str, env: dict) -> int:
 class RayJobs:
     """Jobs as Ray tasks (one CPU each; a follower none), on a local loopback cluster or at `address`."""
 
-    def __init__(self, workers: int, address: str | None):
+    def __init__(self, workers: int, address: str | None, gpus_per_task: float = 0.0):
         from lab import ray_local
 
         self.started = ray_local.init_local(num_cpus=workers, address=address)
         import ray
 
-        self.ray, self.remote = ray, ray.remote(max_retries=0)(_run_logged)
+        self.ray, self.remote, self.gpus = ray, ray.remote(max_retries=0)(_run_logged), gpus_per_task
+        try:
+            ray_local.check_cluster_gpus(gpus_per_task)
+        except UserError:
+            self.close()
+            raise
 
     def start(self, cmd: list[str], log_path: Path, env: dict, follower: bool):
         threads = {k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
-        return self.remote.options(num_cpus=0 if follower else 1).remote(cmd, str(log_path), threads)
+        # the follower asks nothing (it waits beside the workers); on GPUs it sees every GPU of its node
+        share = {"num_cpus": 0} if follower else {"num_cpus": 1, "num_gpus": self.gpus}
+        return self.remote.options(**share).remote(cmd, str(log_path), threads)
 
     def returncode(self, ref) -> int | None:
         ready, _ = self.ray.wait([ref], timeout=0)
@@ -204,14 +213,18 @@ def run_jobs(preset: str, out: Path, seeds: list[int], overrides: list[str], wor
 
 def reproduce(preset: str, out: str | Path, seeds: int | None = None, overrides: list[str] | None = None,
               workers: int = 2, quiet: bool = False, analysis: bool = True, first_seed: int = 0,
-              analyze=None, ray: bool = False, address: str | None = None) -> list[dict]:
+              analyze=None, ray: bool = False, address: str | None = None, gpus_per_task: float = 0.0) -> list[dict]:
     """analyze: the AnalyzeConfig of the analysis jobs (the same overrides reach them); ray /
-    address: run the jobs as Ray tasks (a local loopback cluster of `workers` CPUs, or `address`)."""
+    address: run the jobs as Ray tasks (a local loopback cluster of `workers` CPUs, or `address`),
+    each asking `gpus_per_task` of a GPU."""
+    if ray or address:
+        from lab.ray_local import check_gpu_share
+        check_gpu_share(make_config(preset, overrides or []).train.device, gpus_per_task, f"preset {preset!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     seed_list = list(range(first_seed, first_seed + (seeds or SEEDS.get(preset, 1))))
     t0 = time.time()
-    launcher = RayJobs(workers, address) if ray or address else LocalJobs()
+    launcher = RayJobs(workers, address, gpus_per_task) if ray or address else LocalJobs()
     try:
         run_jobs(preset, out, seed_list, overrides or [], workers, quiet, analysis, launcher)
     finally:

@@ -19,7 +19,9 @@ only in ways that leave its runs' configs equal (a changed config is refused by 
 
 Dispatch: a local Ray cluster on loopback with `workers` CPUs (default: this machine's cores), or
 the cluster at `--address`; each run is one task asking one CPU, so Ray runs one per core it is
-given (the cpu preset trains on one thread). The summary (sweep_report.py) is written at the end,
+given (the cpu preset trains on one thread). On GPUs (`train.device=cuda` in the file's
+overrides) each task also asks `--gpus-per-task` of a GPU (0.25: four runs share one), and Ray
+pins it to one GPU, so the runs spread over the cluster's GPUs. The summary (sweep_report.py) is written at the end,
 and by `--report-only` at any time, also while the sweep runs.
 """
 from __future__ import annotations
@@ -61,13 +63,15 @@ def _train_one(preset: str, overrides: list[str], folder: str, seed: int) -> dic
 
 
 def run_sweep(spec: SweepSpec, out: str | Path, workers: int = 0, address: str | None = None,
-              sweep_file: Path | None = None, quiet: bool = False) -> Path:
+              sweep_file: Path | None = None, quiet: bool = False, gpus_per_task: float = 0.0) -> Path:
     """Train every unfinished run of the sweep; returns the summary's path (see sweep_report)."""
     from lab import ray_local
 
     from .sweep_report import write_summary
 
     out = Path(out)
+    for recipe in spec.recipes:
+        ray_local.check_gpu_share(spec.config(recipe).train.device, gpus_per_task, f"recipe {recipe.name!r}")
     todo = _check_folders(spec, out)
     out.mkdir(parents=True, exist_ok=True)
     if sweep_file is not None and Path(sweep_file).resolve() != (out / "sweep.toml").resolve():
@@ -75,17 +79,18 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int = 0, address: str |
     if todo:
         started = ray_local.init_local(num_cpus=workers or os.cpu_count() or 1, address=address)
         try:
-            _dispatch(spec, todo, quiet)
+            ray_local.check_cluster_gpus(gpus_per_task)
+            _dispatch(spec, todo, quiet, gpus_per_task)
         finally:
             if started:
                 ray_local.shutdown()
     return write_summary(spec, out)
 
 
-def _dispatch(spec: SweepSpec, todo: list[tuple[Recipe, int, Path]], quiet: bool) -> None:
+def _dispatch(spec: SweepSpec, todo: list[tuple[Recipe, int, Path]], quiet: bool, gpus_per_task: float) -> None:
     import ray
 
-    task = ray.remote(num_cpus=1, max_retries=0)(_train_one)
+    task = ray.remote(num_cpus=1, num_gpus=gpus_per_task, max_retries=0)(_train_one)
     pending = {task.remote(spec.preset, [*spec.overrides, *r.overrides], str(folder), seed): (r, seed)
                for r, seed, folder in todo}
     failed = []

@@ -14,6 +14,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from lab.errors import UserError
+
 LOOPBACK = "127.0.0.1"
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
@@ -39,6 +41,30 @@ def init_local(num_cpus: int, address: str | None = None, **kwargs) -> bool:
     ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
              configure_logging=False, **kwargs)
     return True
+
+
+def check_gpu_share(device: str, gpus_per_task: float, what: str) -> None:
+    """A run's `train.device` against the GPU share its Ray task asks. Ray pins a task that asks a
+    share to one GPU (CUDA_VISIBLE_DEVICES) and counts it; a task that asks none sees every GPU of
+    its node, so cuda runs would all land on the first one, uncounted. So a cuda run needs a share,
+    and a cpu run must not hold one that a GPU run could use."""
+    if device == "cuda" and gpus_per_task == 0:
+        raise UserError(f"{what} trains on train.device=cuda: give each Ray task a GPU share with "
+                        "--gpus-per-task (e.g. 0.25 puts four runs on a GPU)")
+    if device == "cpu" and gpus_per_task > 0:
+        raise UserError(f"--gpus-per-task {gpus_per_task:g} but {what} trains on train.device=cpu; "
+                        "set train.device=cuda (or auto) or drop --gpus-per-task")
+
+
+def check_cluster_gpus(gpus_per_task: float) -> None:
+    """Refuse a GPU share that no live node of the connected cluster can give: its tasks would
+    wait for ever."""
+    if gpus_per_task <= 0:
+        return
+    most = max((n["Resources"].get("GPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+    if most < gpus_per_task:
+        raise UserError(f"--gpus-per-task {gpus_per_task:g}: no node of this Ray cluster has that many "
+                        f"GPUs (the most on one node: {most:g})")
 
 
 def shutdown() -> None:

@@ -172,3 +172,11 @@ def test_on_ray_jobs_keep_their_order_and_a_stopped_follower_leaves_no_process(m
                  and str(log).encode() in _cmdline(d)]
     assert not alive_pids(jobs_left), "the cancelled follower's command outlived its Ray task"
     assert (tmp_path / "logs" / "text-only-seed0.log").exists()
+
+
+def test_reproduce_on_ray_refuses_a_gpu_share_for_cpu_jobs_before_anything_starts(tmp_path):
+    with pytest.raises(UserError, match="--gpus-per-task 0.5 but preset 'smoke' trains on train.device=cpu"):
+        reproduce.reproduce("smoke", tmp_path / "r", ray=True, gpus_per_task=0.5, quiet=True)
+    with pytest.raises(UserError, match="train.device=cuda: give each Ray task a GPU share"):
+        reproduce.reproduce("smoke", tmp_path / "r", overrides=["train.device=cuda"], ray=True, quiet=True)
+    assert not (tmp_path / "r").exists()

@@ -164,3 +164,19 @@ def test_a_worker_killed_mid_run_is_one_line_and_the_run_resumes_later(tmp_path)
         proc.kill()
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert metrics.exists() and not (run_dir(out, "plain", 0) / "results.json").exists()
+
+
+def test_a_gpu_sweep_needs_a_gpu_share_and_a_cluster_that_has_one(tmp_path):
+    from binding.sweep import run_sweep
+    cuda = load_sweep(write(tmp_path, SWEEP.replace('"train.max_steps=30"', '"train.max_steps=30", "train.device=cuda"')))
+    with pytest.raises(UserError, match="recipe 'plain' trains on train.device=cuda: .*--gpus-per-task"):
+        run_sweep(cuda, tmp_path / "cuda")          # else every run would land on one GPU, uncounted
+    cpu = load_sweep(write(tmp_path, SWEEP.replace('"train.max_steps=30"', '"train.max_steps=30", "train.device=cpu"')))
+    with pytest.raises(UserError, match="--gpus-per-task 0.5 but recipe 'plain' trains on train.device=cpu"):
+        run_sweep(cpu, tmp_path / "cpu", gpus_per_task=0.5)
+    auto = load_sweep(write(tmp_path, SWEEP.replace('"train.max_steps=30"', '"train.max_steps=30", "train.device=auto"')))
+    with pytest.raises(UserError, match="no node of this Ray cluster has that many GPUs"):
+        run_sweep(auto, tmp_path / "auto", workers=1, gpus_per_task=0.5)   # this machine has none: waiting would be for ever
+    assert not any((tmp_path / "auto").glob("*/seed0/metrics.jsonl"))
+    import ray
+    assert not ray.is_initialized()
