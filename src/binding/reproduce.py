@@ -11,8 +11,9 @@ alone at the end. With `--ray` (a local cluster on loopback) or `--address` (an 
 cluster whose machines share OUT's file system) each job is the same command run as a Ray task
 asking one CPU (the follower none: it runs beside the workers, as locally), so a cluster runs
 regimes x seeds in parallel, as `binding sweep` runs recipes; with `train.device=cuda` each job
-also asks `--gpus-per-task` of a GPU and Ray pins it to one. Each regime's mechanism analysis is a job of its own, run once the regime is
-trained, on a worker the training leaves idle (`binding curriculum --analyze`). Regimes that
+also asks `--gpus-per-task` of a GPU and Ray pins it to one. Each regime's mechanism analysis
+is a job of its own, run once the regime is trained, on a worker the training leaves idle
+(`binding curriculum --analyze`). Regimes that
 share a prefix share its stage folders, so the text stage is trained once per seed. The embedded
 encoder is pretrained once into OUT/encoder. Rerunning the command resumes: finished stages are
 kept and an interrupted one continues from its checkpoint. Writes
