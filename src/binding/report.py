@@ -41,14 +41,14 @@ def summarize_seed_dirs(seed_dirs: list[Path]) -> list[dict]:
         if not runs:
             continue
         ood_mean, ood_sd = mean_sd([r["ood_accuracy"] for r in runs])
-        ns = list(runs[0]["accuracy_by_n"])
+        by_n = {n: mean_sd([r["accuracy_by_n"][n] for r in runs]) for n in runs[0]["accuracy_by_n"]}
         table.append({
             "regime": regime, "seeds": [r["seed"] for r in runs],
             "id_accuracy_mean": mean_sd([r["id_accuracy"] for r in runs])[0],
             "ood_accuracy_mean": ood_mean, "ood_accuracy_sd": ood_sd,
             "ood_accuracy_by_seed": {str(r["seed"]): r["ood_accuracy"] for r in runs},
-            "accuracy_by_n_mean": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[0] for n in ns},
-            "accuracy_by_n_sd": {n: mean_sd([r["accuracy_by_n"][n] for r in runs])[1] for n in ns},
+            "accuracy_by_n_mean": {n: m for n, (m, _) in by_n.items()},
+            "accuracy_by_n_sd": {n: sd for n, (_, sd) in by_n.items()},
             "total_steps_mean": mean_sd([r["total_steps"] for r in runs])[0],
             # a fixed-length stage (tag "text+3600" or "text+longest") has no threshold to miss
             "stages": [[(st["stage"], st["steps"], st["reached_threshold"] or "+" in st["stage"]) for st in r["stages"]]

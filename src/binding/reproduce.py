@@ -133,15 +133,10 @@ class RayJobs:
     def __init__(self, workers: int, address: str | None, gpus_per_task: float = 0.0):
         from lab import ray_local
 
-        self.started = ray_local.init_local(num_cpus=workers, address=address)
+        self.started = ray_local.init_local(num_cpus=workers, address=address, gpus_per_task=gpus_per_task)
         import ray
 
         self.ray, self.remote, self.gpus = ray, ray.remote(max_retries=0)(_run_logged), gpus_per_task
-        try:
-            ray_local.check_cluster_gpus(gpus_per_task)
-        except UserError:
-            self.close()
-            raise
 
     def start(self, cmd: list[str], log_path: Path, env: dict, follower: bool):
         threads = {k: env[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}

@@ -39,13 +39,17 @@ from .config import make_config
 from .sweep_file import Recipe, SweepSpec
 
 
-def _check_folders(spec: SweepSpec, out: Path) -> list[tuple[Recipe, int, Path]]:
-    """Refuse folders holding another run; returns the runs still to do."""
+def _check_runs(spec: SweepSpec, out: Path, gpus_per_task: float) -> list[tuple[Recipe, int, Path]]:
+    """Refuse a device without its GPU share (or a share for a cpu run) and folders holding
+    another run; returns the runs still to do."""
+    from lab.ray_local import check_gpu_share
+
     from .train import Stage, check_folder, plan_stage
 
     todo = []
     for recipe, seed, folder in spec.runs(out):
         cfg = spec.config(recipe)
+        check_gpu_share(cfg.train.device, gpus_per_task, f"recipe {recipe.name!r}")
         try:
             check_folder(folder, cfg, plan_stage(cfg, Stage("text")), seed)
         except UserError as e:
@@ -70,16 +74,14 @@ def run_sweep(spec: SweepSpec, out: str | Path, workers: int = 0, address: str |
     from .sweep_report import write_summary
 
     out = Path(out)
-    for recipe in spec.recipes:
-        ray_local.check_gpu_share(spec.config(recipe).train.device, gpus_per_task, f"recipe {recipe.name!r}")
-    todo = _check_folders(spec, out)
+    todo = _check_runs(spec, out, gpus_per_task)
     out.mkdir(parents=True, exist_ok=True)
     if sweep_file is not None and Path(sweep_file).resolve() != (out / "sweep.toml").resolve():
         shutil.copyfile(sweep_file, out / "sweep.toml")
     if todo:
-        started = ray_local.init_local(num_cpus=workers or os.cpu_count() or 1, address=address)
+        started = ray_local.init_local(num_cpus=workers or os.cpu_count() or 1, address=address,
+                                       gpus_per_task=gpus_per_task)
         try:
-            ray_local.check_cluster_gpus(gpus_per_task)
             _dispatch(spec, todo, quiet, gpus_per_task)
         finally:
             if started:

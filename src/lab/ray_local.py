@@ -29,18 +29,25 @@ loopback_env()
 import ray  # noqa: E402
 
 
-def init_local(num_cpus: int, address: str | None = None, **kwargs) -> bool:
+def init_local(num_cpus: int, address: str | None = None, gpus_per_task: float = 0.0, **kwargs) -> bool:
     """Connect to the cluster at `address`, or start a one-machine cluster on loopback with
-    `num_cpus` CPUs (kwargs go to `ray.init`: resources, _system_config, ...). Returns whether
-    this call started it (and so should shut it down); False when Ray was already running."""
-    if ray.is_initialized():
-        return False
-    if address:
+    `num_cpus` CPUs (kwargs go to `ray.init`: resources, _system_config, ...), and refuse one that
+    cannot give a task `gpus_per_task` GPUs (check_cluster_gpus; a cluster this call started is
+    shut down first). Returns whether this call started it (and so should shut it down); False
+    when Ray was already running."""
+    started = not ray.is_initialized()
+    if started and address:
         ray.init(address=address, log_to_driver=False)
-        return True
-    ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
-             configure_logging=False, **kwargs)
-    return True
+    elif started:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address=LOOPBACK, log_to_driver=False,
+                 configure_logging=False, **kwargs)
+    try:
+        check_cluster_gpus(gpus_per_task)
+    except UserError:
+        if started:
+            shutdown()
+        raise
+    return started
 
 
 def check_gpu_share(device: str, gpus_per_task: float, what: str) -> None:
